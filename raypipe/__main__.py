@@ -1,0 +1,3 @@
+from raypipe.run import main
+
+raise SystemExit(main())

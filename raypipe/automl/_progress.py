@@ -1,0 +1,186 @@
+"""What the driver shows and watches while a sweep runs.
+
+- :class:`SweepProgress`: a live trial table (rich) on a terminal, one plain line per event
+  otherwise (CI logs, ``ray job submit``). Ray's own console output is silenced by the sweep.
+- :class:`FailureWatch` + :class:`StopWhenAllFail`: when the first trials all fail with one shared
+  root cause (a missing file, a broken backend option), stop launching more — the rest would only
+  fail the same way — and let the driver report that cause.
+
+These objects are pickled into Tune's experiment state (``tuner.pkl``) and come back on restore,
+so they hold no open handles until ``setup``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+from ray import tune
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else "-"
+    return str(v)
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in params.items())
+
+
+class SweepProgress(tune.Callback):
+    """Trial table: id, status, params, best metric so far; ``stream`` defaults to stdout."""
+
+    def __init__(self, name: str, param_keys: tuple[str, ...], metric: str, total: int,
+                 stream: TextIO | None = None) -> None:
+        self.name = name
+        self.param_keys = param_keys
+        self.metric = metric
+        self.total = total
+        self._stream = stream
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._live: Any = None
+        self._t0 = time.time()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_live"] = None
+        state["_stream"] = None  # streams do not pickle; a restored sweep prints to stdout
+        return state
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def _tty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    # -- Tune hooks ----------------------------------------------------------------------------
+    def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None, **info: Any) -> None:
+        self._t0 = time.time()
+        if self._tty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=Console(file=self.stream), refresh_per_second=2,
+                              transient=False)
+            self._live.start()
+        else:
+            self._line(f"sweep started: up to {self.total} trials, objective {self.metric} (min)")
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        params = {k: trial.config.get(k) for k in self.param_keys}
+        row = self._rows.setdefault(trial.trial_id, {"best": math.inf})
+        row.update(status="RUNNING", params=params, epoch=row.get("epoch", 0))
+        self._event(f"trial {trial.trial_id} started: {_short_params(params)}")
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
+        row = self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})
+        score = result.get("score", math.inf)
+        row.update(status="RUNNING", epoch=result.get("epoch", 0), best=score)
+        self._event(f"trial {trial.trial_id} epoch {result.get('epoch')}: val_far {_fmt(result.get('val_far'))} "
+                    f"val_loss {_fmt(result.get('val_loss'))} best {self.metric} {_fmt(score)}")
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        row = self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})
+        row["status"] = "DONE"
+        self._event(f"trial {trial.trial_id} complete: best {self.metric} {_fmt(row.get('best'))}")
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})["status"] = "RETRYING"
+        self._event(f"trial {trial.trial_id} crashed; retrying")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})["status"] = "FAILED"
+        self._event(f"trial {trial.trial_id} failed after retries")
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.stop()
+            self._live = None
+        else:
+            done = sum(1 for r in self._rows.values() if r.get("status") == "DONE")
+            self._line(f"sweep loop ended: {done} trial(s) complete in {time.time() - self._t0:.1f}s")
+
+    # -- output --------------------------------------------------------------------------------
+    def _event(self, text: str) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+        else:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        print(f"[{self.name}] {text}", file=self.stream, flush=True)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        done = sum(1 for r in self._rows.values() if r.get("status") == "DONE")
+        best = min((r.get("best", math.inf) for r in self._rows.values()), default=math.inf)
+        table = Table(title=f"{self.name}: {done}/{self.total} trials done, best {self.metric} {_fmt(best)}, "
+                            f"{time.time() - self._t0:.0f}s")
+        for col in ("trial", "status", "epoch", *[k.rsplit(".", 1)[-1] for k in self.param_keys],
+                    f"best {self.metric}"):
+            table.add_column(col)
+        for tid, r in self._rows.items():
+            params = r.get("params") or {}
+            table.add_row(tid, r.get("status", ""), str(r.get("epoch", "")),
+                          *[_fmt(params.get(k, "")) for k in self.param_keys], _fmt(r.get("best", math.inf)))
+        return table
+
+
+def error_signature(text: str) -> str:
+    """A failure's root cause, comparable across trials: the final ``Type: message`` line, numbers masked."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    cause = ""
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln):
+            cause = ln
+            break
+    cause = cause or (lines[-1] if lines else "unknown error")
+    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", cause)[:300]
+
+
+class FailureWatch(tune.Callback):
+    """Counts how trials end; shared with :class:`StopWhenAllFail` in one pickled run config."""
+
+    def __init__(self, threshold: int = 2) -> None:
+        self.threshold = threshold
+        self.completed = 0
+        self.failed: list[str] = []  # error signatures, in order
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.completed += 1
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        text = ""
+        try:
+            text = trial.get_error() or ""
+        except Exception:  # the error file may not be readable (remote storage hiccup)
+            text = ""
+        self.failed.append(error_signature(text))
+
+    @property
+    def all_failing(self) -> bool:
+        """No success yet, ``threshold`` failures, one shared cause: more launches would only repeat it."""
+        return (self.completed == 0 and len(self.failed) >= self.threshold
+                and len(set(self.failed)) == 1)
+
+
+class StopWhenAllFail(tune.Stopper):
+    def __init__(self, watch: FailureWatch) -> None:
+        self.watch = watch
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.watch.all_failing

@@ -1,0 +1,527 @@
+"""``run_sweep``: one Ray Tune + Optuna experiment, used by Phase 1 and Phase 3 (SPEC §5).
+
+Order of work: validate everything that can be checked without Ray (space, files, warm-start
+architecture) → baseline eval of the starting checkpoint → the Tune experiment (restored when the
+same sweep already has state in its storage) → trial records read back from disk → ranking with the
+metric policy → noise guard → ``trials.csv`` and ``best_rec.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from raypipe._io import atomic_write_json, read_json
+from raypipe.automl._baseline import baseline_eval
+from raypipe.automl._config import SweepConfig, SweepInputs, SweepResult
+from raypipe.automl._outputs import (
+    BEST_REC,
+    BUDGET_KEYS,
+    TRIALS_CSV,
+    build_best_rec,
+    rec_specs,
+    write_best_rec,
+    write_trials_csv,
+)
+from raypipe.automl._ranking import TrialRecord, needs_rerun, pick_score, rank_trials
+from raypipe.automl._space import (
+    SearchParam,
+    SearchSpaceError,
+    centre_point,
+    grid_param_space,
+    parse_search_space,
+    tune_param_space,
+    validate_search_space,
+)
+from raypipe.automl._trainable import META_FILE, TrialJob, build_trial_spec, sweep_trial
+from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, has_dotted
+
+if TYPE_CHECKING:
+    from raypipe.automl._progress import FailureWatch
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+SUMMARY_FILE = "sweep_summary.json"
+_TERMINATED, _ERROR = "TERMINATED", "ERROR"
+
+
+class SweepError(RuntimeError):
+    """A sweep could not produce a winner; the message says why and what to do."""
+
+
+class SweepFailedError(SweepError):
+    """Every trial failed (or none was usable); the message summarises the shared root cause."""
+
+
+class SweepInterruptedError(SweepError):
+    """The sweep stopped before all trials ran (Ctrl-C, SIGUSR1); running it again resumes it."""
+
+
+# -- before Ray: inputs, warm start, space ----------------------------------------------------------
+def _check_inputs(inputs: SweepInputs) -> None:
+    for label, path, kind in (("train_csv", inputs.train_csv, "file"), ("val_csv", inputs.val_csv, "file"),
+                              ("train_images_dir", inputs.train_images_dir, "dir"),
+                              ("val_images_dir", inputs.val_images_dir, "dir")):
+        p = Path(path)
+        if not (p.is_file() if kind == "file" else p.is_dir()):
+            raise SweepError(f"sweep input {label}: {kind} not found: {p}")
+    if inputs.init_ckpt is not None:
+        p = Path(inputs.init_ckpt)
+        if not p.is_file() or p.stat().st_size == 0:
+            raise SweepError(f"warm-start checkpoint (train.pretrained_model_path) missing or empty: {p}")
+
+
+def pinned_architecture(inputs: SweepInputs) -> dict[str, Any] | None:
+    """The warm-start checkpoint's architecture keys (None without a warm start).
+
+    Read from the checkpoint itself (builtin format); a checkpoint the builtin reader cannot parse
+    (e.g. a TAO one) pins the base spec's values, which is what that checkpoint was trained with.
+    """
+    if inputs.init_ckpt is None:
+        return None
+    try:
+        from raypipe.backends.builtin import CheckpointError, read_checkpoint_architecture
+    except ImportError:  # builtin backend unavailable (no torch): pin from the spec
+        read_checkpoint_architecture, CheckpointError = None, ValueError  # type: ignore[assignment]
+    if read_checkpoint_architecture is not None:
+        try:
+            return dict(read_checkpoint_architecture(Path(inputs.init_ckpt)))
+        except CheckpointError as exc:
+            log.warning("warm start: %s; pinning the architecture keys to the base spec's values", exc)
+    spec = inputs.base_spec
+    return {k: get_dotted(spec, k) for k in ARCHITECTURE_KEYS if has_dotted(spec, k)}
+
+
+def _fingerprint(cfg: SweepConfig, inputs: SweepInputs) -> str:
+    """What makes two sweeps the same experiment (restorable); resources and concurrency may change."""
+    doc = {
+        "algorithm": cfg.algorithm, "metric": cfg.metric, "num_trials": cfg.num_trials,
+        "n_startup_trials": cfg.startup_trials, "search_space": cfg.search_space,
+        "spec_overrides": cfg.spec_overrides, "seed": cfg.seed, "base_spec": inputs.base_spec,
+        "train_csv": str(Path(inputs.train_csv).resolve()), "val_csv": str(Path(inputs.val_csv).resolve()),
+        "init_ckpt": str(Path(inputs.init_ckpt).resolve()) if inputs.init_ckpt else None,
+        "centre": inputs.centre, "backend": inputs.backend,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _storage(cfg: SweepConfig, sweep_dir: Path) -> str:
+    if cfg.storage_path is None:
+        return str(sweep_dir)
+    # One shared storage serves many runs: mirror RD/<phase dir> below it so sweeps never collide.
+    return f"{cfg.storage_path.rstrip('/')}/{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+# -- Ray Tune ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Silence Ray's console output for the duration of ``fit`` (our progress display replaces it)."""
+    names = ("ray.tune", "ray.train", "ray.tune.execution.experiment_state", "ray.tune.tune",
+             "ray.tune.execution.tune_controller", "ray.tune.impl.tuner_internal", "optuna")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    prev_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    # The new output engine prints its experiment banner even at verbose=0; the legacy one honours it.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+        if prev_env is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = prev_env
+
+
+def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, Any]], num_epochs: int,
+            ) -> tuple[dict[str, Any], Any, Any, int]:
+    """(param_space, search_alg, scheduler, num_samples) for the configured algorithm."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if cfg.algorithm == "grid":
+        space, total = grid_param_space(params)
+        return space, None, None, 1
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if cfg.algorithm == "random":
+        sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials)
+    # A Tune param_space (not a define-by-run function): OptunaSearch ignores points_to_evaluate
+    # with define-by-run spaces (ray#35319), and Phase 3's first trial must be Phase 1's winner.
+    searcher = OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
+    scheduler = None
+    if cfg.algorithm == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, num_epochs), grace_period=1, reduction_factor=2)
+    return tune_param_space(params), searcher, scheduler, cfg.num_trials
+
+
+def _run_tune(*, trainable: Any, exp_path: str, storage: str, name: str, cfg: SweepConfig,
+              param_space: dict[str, Any] | None, search_alg: Any, scheduler: Any, num_samples: int,
+              callbacks: Sequence[Any], watch: FailureWatch) -> None:
+    from ray import tune
+
+    from raypipe.automl._progress import StopWhenAllFail
+
+    callbacks = list(callbacks) + [watch]
+    if tune.Tuner.can_restore(exp_path):
+        log.info("%s: restoring the sweep from %s (finished trials are not rerun)", name, exp_path)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
+        # Tuner.restore brings back the run config pickled at the first start, callbacks included;
+        # this process's display and failure watch must be the ones that observe the resumed run.
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = callbacks
+        run_config.stop = StopWhenAllFail(watch)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, metric="score", mode="min",
+                                        num_samples=num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
+                                        reuse_actors=cfg.reuse_actors, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=0, callbacks=callbacks, stop=StopWhenAllFail(watch),
+                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                # The trainable reports a checkpoint only when the trial's best improves, so the
+                # latest checkpoint is the best one: keep exactly that.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+    with _quiet_ray():
+        tuner.fit()
+
+
+def _trial_dirname(trial: Any) -> str:
+    # `trial_<id>` instead of Tune's default (every param value in the name): short, stable paths
+    # for best_rec.json's checkpoint_uri and for shells.
+    return f"trial_{trial.trial_id}"
+
+
+# -- reading the experiment back ---------------------------------------------------------------------
+def _tag_index(trial: Any, fallback: int) -> int:
+    tag = str(getattr(trial, "experiment_tag", "") or "")
+    head = tag.split("_", 1)[0]
+    return int(head) if head.isdigit() else fallback
+
+
+def _error_text(trial: Any) -> str:
+    try:
+        text = trial.get_error() or ""
+    except Exception as exc:  # noqa: BLE001 - an unreadable error file must not hide the others
+        return f"(error file unreadable: {exc})"
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.split(":", 1)[0].replace(".", "").isidentifier() and ("Error" in ln or "Exception" in ln):
+            return ln[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def _read_meta(ckpt: Any) -> dict[str, Any] | None:
+    try:
+        with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{META_FILE}") as fh:
+            return json.loads(fh.readall().decode("utf-8"))
+    except Exception:  # noqa: BLE001 - a checkpoint without metadata is reported, not fatal
+        return None
+
+
+def read_records(exp_path: str, param_keys: tuple[str, ...], planned_epochs: int, early_stopping: bool,
+                 ) -> tuple[list[TrialRecord], dict[str, Any], int]:
+    """Trial records from the experiment's files (the disk is the truth after an interrupt), the
+    Ray checkpoints by trial id, and the number of trials Tune created."""
+    from ray import tune
+
+    analysis = tune.ExperimentAnalysis(exp_path, default_metric="score", default_mode="min")
+    trials = sorted(analysis.trials, key=lambda t: _tag_index(t, 0))
+    records, ckpts = [], {}
+    for i, t in enumerate(trials):
+        last = t.last_result or {}
+        params = {k: t.config.get(k) for k in param_keys if k in t.config}
+        job_id = Path(str(t.path)).name if getattr(t, "path", None) else t.trial_id
+        rec = TrialRecord(trial_id=t.trial_id, index=_tag_index(t, i), status="not_run", params=params,
+                          epochs_run=int(last.get("epoch", 0) or 0), compute_s=float(last.get("compute_s", math.nan)),
+                          job_id=job_id)
+        ckpt = t.checkpoint
+        meta = _read_meta(ckpt) if ckpt is not None else None
+        if meta is not None:
+            ckpts[t.trial_id] = ckpt
+            rec.val_far, rec.val_loss = float(meta["val_far"]), float(meta["val_loss"])
+            rec.pred_counts = {k: int(v) for k, v in (meta.get("pred_counts") or {}).items()}
+            rec.checkpoint_epoch, rec.checkpoint_step = int(meta["epoch"]), int(meta["step"])
+            rec.checkpoint = f"{ckpt.path}/{meta['checkpoint_file']}"
+        if t.status == _ERROR:
+            rec.status, rec.error = "failed", _error_text(t)
+        elif t.status == _TERMINATED and last:
+            if meta is None:
+                rec.status, rec.error = "failed", "finished without a checkpoint"
+            elif rec.epochs_run < planned_epochs and not early_stopping:
+                rec.status, rec.note = "stopped", f"stopped after {rec.epochs_run}/{planned_epochs} epochs"
+            else:
+                rec.status = "complete"
+                if rec.epochs_run < planned_epochs:
+                    rec.note = f"stopped early by ASHA after {rec.epochs_run}/{planned_epochs} epochs"
+        else:
+            rec.status = "not_run" if not last else "interrupted"
+        records.append(rec)
+    return records, ckpts, len(trials)
+
+
+def _failure_summary(records: list[TrialRecord], expected: int) -> str:
+    from raypipe.automl._progress import error_signature
+
+    failed = [r for r in records if r.status == "failed"]
+    groups: dict[str, list[TrialRecord]] = {}
+    for r in failed:
+        groups.setdefault(error_signature(r.error), []).append(r)
+    lines = [f"{len(failed)} of {len(records)} launched trial(s) failed (sweep planned {expected}); "
+             f"no trial completed, so no further trials were launched."]
+    for sig, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  root cause ({len(rs)} trial(s): {', '.join(r.trial_id for r in rs)}): {rs[0].error}")
+    if len(groups) == 1:
+        lines.append("Every failure has the same cause: fix it (data paths, backend options, spec values) and "
+                     "re-run; the sweep restarts the failed trials.")
+    return "\n".join(lines)
+
+
+def _local_checkpoint(ckpt: Any, rec: TrialRecord, dest: Path) -> Path:
+    """A readable local .pth for a trial's kept checkpoint (downloaded when storage is remote)."""
+    name = Path(str(rec.checkpoint)).name
+    if _is_local(str(ckpt.path)) and ckpt.filesystem.type_name == "local":
+        return Path(ckpt.path) / name
+    target = dest / rec.trial_id
+    if not (target / name).is_file():
+        ckpt.to_directory(str(target))
+    return target / name
+
+
+# -- the sweep ---------------------------------------------------------------------------------------
+def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str, *,
+              callbacks: Sequence[Any] = ()) -> SweepResult:
+    """Run (or resume) one AutoML sweep and write ``trials.csv`` and ``best_rec.json`` in ``sweep_dir``.
+
+    ``callbacks``: extra ``ray.tune.Callback`` objects (e.g. a pipeline's own progress hook).
+    Raises :class:`SearchSpaceError` before Ray starts for a bad space, :class:`SweepFailedError`
+    when every trial failed, :class:`SweepInterruptedError` when stopped early (re-run to resume).
+    """
+    sweep_dir = Path(sweep_dir).absolute()
+    base_spec = inputs.base_spec
+    # 1. Everything checkable without Ray, so a typo fails in seconds with the key named.
+    if not cfg.search_space:
+        raise SearchSpaceError("automl.search_space is empty: nothing to sweep")
+    validate_search_space(cfg.search_space, base_spec, pinned_arch=None, pinned=cfg.spec_overrides)
+    _check_inputs(inputs)
+    pinned_arch = pinned_architecture(inputs)
+    validate_search_space(cfg.search_space, base_spec, pinned_arch=pinned_arch, pinned=cfg.spec_overrides)
+    params = parse_search_space(cfg.search_space, base_spec)
+    param_keys = tuple(p.key for p in params)
+    points = [centre_point(params, inputs.centre, base_spec)] if inputs.centre else []
+    if points and cfg.algorithm == "grid":
+        log.warning("%s: grid search ignores the centre point", name)
+
+    def job_for(seed: int, sweep_name: str) -> TrialJob:
+        return TrialJob(
+            base_spec=base_spec, spec_overrides=dict(cfg.spec_overrides), param_keys=param_keys,
+            pinned_arch=pinned_arch, init_ckpt=str(Path(inputs.init_ckpt).resolve()) if inputs.init_ckpt else None,
+            train_csv=str(Path(inputs.train_csv).resolve()), train_images_dir=str(Path(inputs.train_images_dir).resolve()),
+            val_csv=str(Path(inputs.val_csv).resolve()), val_images_dir=str(Path(inputs.val_images_dir).resolve()),
+            backend=inputs.backend, backend_options=dict(inputs.backend_options), seed=seed, metric=cfg.metric,
+            sweep_name=sweep_name, tracking=inputs.tracking)
+
+    from raypipe.automl._progress import FailureWatch, SweepProgress  # imports ray: after validation
+
+    job = job_for(cfg.seed, name)
+    reference_spec = build_trial_spec(job, {})
+    planned_epochs = int(get_dotted(reference_spec, "train.num_epochs", 1) or 1)
+
+    # 2. Same storage + different sweep = refuse, rather than silently mixing two experiments.
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    storage = _storage(cfg, sweep_dir)
+    exp_path = f"{storage.rstrip('/')}/{name}"
+    fingerprint = _fingerprint(cfg, inputs)
+    sweep_file = sweep_dir / f"{name}.{SWEEP_FILE}"
+    from ray import tune
+
+    if tune.Tuner.can_restore(exp_path) and sweep_file.is_file():
+        previous = read_json(sweep_file).get("fingerprint")
+        if previous != fingerprint:
+            raise SweepError(f"{exp_path} holds a different sweep (its config or inputs changed); "
+                             f"delete it or use another run dir to start a new sweep")
+    atomic_write_json(sweep_file, {"name": name, "experiment_path": exp_path, "fingerprint": fingerprint,
+                                   "algorithm": cfg.algorithm, "metric": cfg.metric, "num_trials": cfg.num_trials,
+                                   "search_space": cfg.search_space, "spec_overrides": cfg.spec_overrides,
+                                   "pinned_architecture": pinned_arch, "centre_point": points[0] if points else None,
+                                   "init_ckpt": job.init_ckpt, "dropped_keys": list(cfg.dropped_keys)})
+
+    # 3. Baseline: where a warm-started sweep starts from, on the same validation set.
+    baseline: dict[str, Any] | None = None
+    if inputs.init_ckpt is not None:
+        baseline = baseline_eval(reference_spec, Path(inputs.init_ckpt), Path(inputs.val_csv),
+                                 Path(inputs.val_images_dir), sweep_dir, inputs.backend,
+                                 dict(inputs.backend_options), cfg.resources)
+        print(f"[{name}] baseline (warm-start checkpoint) on validation: FAR {baseline['far_pct']:.2f}% "
+              f"pred {baseline['pred_counts']}", flush=True)
+
+    # 4. The experiment.
+    with _quiet_ray():  # Optuna announces every study it creates
+        param_space, search_alg, scheduler, num_samples = _search(cfg, params, points, planned_epochs)
+    expected = num_samples if cfg.algorithm != "grid" else grid_param_space(params)[1]
+    trainable = _trainable(job, cfg)
+    watch = FailureWatch(threshold=min(expected, max(2, cfg.max_concurrent_trials)))
+    progress = SweepProgress(name, param_keys, cfg.metric, expected)
+    _run_tune(trainable=trainable, exp_path=exp_path, storage=storage, name=name, cfg=cfg,
+              param_space=param_space, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+              callbacks=[progress, *callbacks], watch=watch)
+
+    # 5. Read back, check completeness, rank.
+    records, ckpts, created = read_records(exp_path, param_keys, planned_epochs, cfg.algorithm == "asha")
+    if not any(r.status == "complete" for r in records) and any(r.status == "failed" for r in records):
+        write_trials_csv(sweep_dir / TRIALS_CSV, records, cfg.metric)  # the evidence, before the error
+        raise SweepFailedError(f"{name}: " + _failure_summary(records, expected))
+    unfinished = [r for r in records if r.status in ("not_run", "interrupted")]
+    if unfinished or created < expected:
+        done = sum(1 for r in records if r.status in ("complete", "failed", "stopped"))
+        raise SweepInterruptedError(f"{name}: sweep interrupted with {done}/{expected} trials finished; run it "
+                                    f"again with the same config to resume from {exp_path}")
+    ranked, records = rank_trials(records, cfg.metric, cfg.val_loss_top_k)
+    if not ranked:
+        write_trials_csv(sweep_dir / TRIALS_CSV, records, cfg.metric)
+        raise SweepFailedError(f"{name}: no usable trial: " + "; ".join(
+            f"{r.trial_id} {r.status} {r.error or r.note}" for r in records))
+
+    # 6. Noise guard: a big win can be a lucky seed; re-train it once before believing it.
+    noise: dict[str, Any] | None = None
+    extra_rows: list[TrialRecord] = []
+    rerun, gap = needs_rerun(ranked, cfg.noise_margin)
+    if gap is not None:
+        winner, runner = ranked[0], ranked[1]
+        noise = {"triggered": rerun, "noise_margin": cfg.noise_margin, "relative_gap": gap,
+                 "compared_metric": "val_far", "winner_trial_id": winner.trial_id,
+                 "winner_score": pick_score(winner), "runner_up_trial_id": runner.trial_id,
+                 "runner_up_score": pick_score(runner)}
+    if rerun and noise is not None:
+        ranked, records, rr = _noise_guard_rerun(cfg, ranked, records, job_for, exp_path=f"{storage}/{name}_noise_guard",
+                                                 storage=storage, name=f"{name}_noise_guard", params=params,
+                                                 planned_epochs=planned_epochs, callbacks=callbacks, ckpts=ckpts,
+                                                 noise=noise)
+        if rr is not None:
+            extra_rows.append(rr)
+
+    best = ranked[0]
+    best_params = dict(best.params)
+    best_spec = build_trial_spec(job, best_params)
+    trial_specs = {r.trial_id: rec_specs(build_trial_spec(job, r.params), r.params, cfg.spec_overrides)
+                   for r in records}
+    local = {r.trial_id: _local_checkpoint(ckpts[r.trial_id], r, sweep_dir / "checkpoints")
+             for r in ranked[:3] if r.trial_id in ckpts}
+    best_ckpt = local[best.trial_id]
+    if not best_ckpt.is_file() or best_ckpt.stat().st_size == 0:
+        raise SweepError(f"{name}: the winner's checkpoint {best_ckpt} is missing or empty")
+
+    # 7. Files.
+    scores = {r.trial_id: (r.score(cfg.metric) if r.status == "complete" else None) for r in records}
+    doc = build_best_rec(experiment_id=name, metric_name=cfg.metric, best=best,
+                         best_specs=trial_specs[best.trial_id], records=records, scores=scores)
+    best_rec_path = write_best_rec(sweep_dir / BEST_REC, doc)
+    rows = list(records) + extra_rows
+    if baseline is not None:
+        rows.insert(0, TrialRecord(trial_id="baseline", index=-1, status="baseline", params={},
+                                   val_far=baseline["far_pct"], pred_counts=baseline["pred_counts"],
+                                   checkpoint=baseline["checkpoint"], note="warm-start checkpoint, before any trial"))
+    trials_csv = write_trials_csv(sweep_dir / TRIALS_CSV, rows, cfg.metric)
+    failed = [{"trial_id": r.trial_id, "params": r.params, "error": r.error} for r in records if r.status == "failed"]
+    ranked_out = [(r.trial_id, r.score(cfg.metric), local.get(r.trial_id, Path(r.checkpoint) if r.checkpoint else None),
+                   dict(r.pred_counts)) for r in ranked]
+    atomic_write_json(sweep_dir / f"{name}.{SUMMARY_FILE}", {
+        "experiment_path": exp_path, "best_trial_id": best.trial_id, "best_score": best.score(cfg.metric),
+        "metric": cfg.metric, "best_checkpoint": str(best_ckpt), "baseline_eval": baseline, "noise_guard": noise,
+        "failed": failed, "ranked": [{"trial_id": t, "score": s, "checkpoint": str(c) if c else None,
+                                      "pred_counts": p} for t, s, c, p in ranked_out]})
+    print(f"[{name}] best trial {best.trial_id}: {cfg.metric} {best.score(cfg.metric):.4g} "
+          f"(val_far {best.val_far:.2f}%), checkpoint {best_ckpt}", flush=True)
+    return SweepResult(
+        best_rec_path=best_rec_path, trials_csv=trials_csv, best_spec=best_spec, best_checkpoint=best_ckpt,
+        best_score=best.score(cfg.metric), best_trial_id=best.trial_id, ranked=ranked_out,
+        baseline_eval=baseline, noise_guard=noise, failed=failed, best_params=best_params,
+        trial_specs=trial_specs, experiment_path=exp_path)
+
+
+def _trainable(job: TrialJob, cfg: SweepConfig) -> Any:
+    from ray import tune
+
+    res = cfg.resources
+    return tune.with_resources(tune.with_parameters(sweep_trial, job=job), {"cpu": res["cpu"], "gpu": res["gpu"]})
+
+
+def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: list[TrialRecord], job_for: Any, *,
+                       exp_path: str, storage: str, name: str, params: list[SearchParam], planned_epochs: int,
+                       callbacks: Sequence[Any], ckpts: dict[str, Any], noise: dict[str, Any],
+                       ) -> tuple[list[TrialRecord], list[TrialRecord], TrialRecord | None]:
+    """Re-train the winner with a fresh seed (a one-trial experiment beside the sweep) and re-rank
+    with the re-run's numbers standing in for the winner's."""
+    from raypipe.automl._progress import FailureWatch, SweepProgress
+
+    winner = ranked[0]
+    seed = cfg.seed + 1
+    job = job_for(seed, name)
+    watch = FailureWatch(threshold=1)
+    keys = tuple(winner.params)
+    _run_tune(trainable=_trainable(job, cfg), exp_path=exp_path, storage=storage, name=name, cfg=cfg,
+              param_space=dict(winner.params), search_alg=None, scheduler=None, num_samples=1,
+              callbacks=[SweepProgress(name, keys, cfg.metric, 1), *callbacks], watch=watch)
+    reruns, rckpts, _ = read_records(exp_path, keys, planned_epochs, False)
+    noise.update(rerun_seed=seed)
+    if not reruns or reruns[0].status != "complete":
+        rr = reruns[0] if reruns else None
+        noise.update(rerun_status=rr.status if rr else "not_run", rerun_error=rr.error if rr else "",
+                     picked_trial_id=winner.trial_id, rerun_score=None)
+        log.warning("%s: the noise-guard re-run of %s did not complete; keeping the original score", name,
+                    winner.trial_id)
+        if rr is not None:
+            rr.status, rr.note = "rerun_failed", f"noise-guard re-run of {winner.trial_id} (seed {seed})"
+        return ranked, records, rr
+    rr = reruns[0]
+    ckpts[winner.trial_id] = rckpts[rr.trial_id]
+    noise.update(rerun_trial_id=rr.trial_id, rerun_status="complete", rerun_score=pick_score(rr),
+                 rerun_checkpoint=rr.checkpoint, winner_original_score=pick_score(winner))
+    original = {k: getattr(winner, k) for k in ("val_far", "val_loss", "checkpoint")}
+    updated = []
+    for r in records:
+        if r.trial_id == winner.trial_id:
+            r.val_far, r.val_loss, r.pred_counts = rr.val_far, rr.val_loss, dict(rr.pred_counts)
+            r.checkpoint, r.checkpoint_epoch, r.checkpoint_step = rr.checkpoint, rr.checkpoint_epoch, rr.checkpoint_step
+            r.epochs_run = rr.epochs_run
+            r.status = "complete"
+            r.note = (f"noise guard: scored by its re-run {rr.trial_id} (seed {seed}); original val_far "
+                      f"{original['val_far']:.4g}, val_loss {original['val_loss']:.4g}, checkpoint {original['checkpoint']}")
+        updated.append(r)
+    ranked2, records2 = rank_trials(updated, cfg.metric, cfg.val_loss_top_k)
+    noise["picked_trial_id"] = ranked2[0].trial_id if ranked2 else winner.trial_id
+    rr.status, rr.note = "rerun", f"noise-guard re-run of {winner.trial_id} (seed {seed})"
+    return ranked2, records2, rr
+
+
+def sweep_budget_keys() -> tuple[str, ...]:
+    """The keys best_rec.json moves from specs to observed_budget (SPEC §5)."""
+    return BUDGET_KEYS
+
+
+def trial_spec_for(cfg: SweepConfig, inputs: SweepInputs, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The full spec a trial with ``params`` trains with (for previews and the pre-flight summary)."""
+    job = TrialJob(base_spec=inputs.base_spec, spec_overrides=dict(cfg.spec_overrides), param_keys=tuple(params),
+                   pinned_arch=pinned_architecture(inputs), init_ckpt=str(inputs.init_ckpt) if inputs.init_ckpt else None,
+                   train_csv="", train_images_dir="", val_csv="", val_images_dir="", backend=inputs.backend,
+                   backend_options={}, seed=cfg.seed, metric=cfg.metric, sweep_name="preview")
+    return build_trial_spec(job, params)

@@ -1,0 +1,234 @@
+"""Docker engine access for the TAO backend: running one container, and the pre-flight helpers.
+
+Everything goes through the docker SDK (``docker.DockerClient``); no shell, no ``docker`` CLI.
+Secrets: only SET/UNSET is ever reported. No secret *value* is put into a container's
+environment — the SDK can only pass a variable together with its value, which would then be
+readable with ``docker inspect`` — and TAO's train/inference/evaluate need no NGC key at run time
+(only the image pull does, on the host, through :func:`registry_login`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+from raypipe.backends.base import TrainingError
+from raypipe.backends.tao._layout import ContainerLayout
+
+ImageState = Literal["PRESENT", "MISSING", "UNKNOWN"]
+
+# Names that must never be forwarded into a container's environment by value.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.IGNORECASE)
+
+# NVIDIA's recommended limits for PyTorch containers (pinned memory, deep recursion in data loaders).
+ULIMITS = (("memlock", -1, -1), ("stack", 67108864, 67108864))
+
+
+class ContainerPolicyError(RuntimeError):
+    """The execution policy forbids an action (pull, login) that is needed; the message says what to set."""
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def docker_client(client: Any | None = None) -> Any:
+    """``client`` or ``docker.from_env()`` (imported lazily: the docker SDK loads only when used)."""
+    if client is not None:
+        return client
+    import docker
+
+    return docker.from_env()
+
+
+def docker_version(client: Any | None = None) -> str | None:
+    """Engine version (``"27.3.1"``), or None when no engine answers (pre-flight marks a BLOCKER)."""
+    try:
+        info = docker_client(client).version()
+    except Exception:  # noqa: BLE001 - any failure to reach the engine means "no docker" for pre-flight
+        return None
+    version = info.get("Version") if isinstance(info, Mapping) else None
+    return str(version) if version else None
+
+
+def image_status(client: Any, image: str) -> ImageState:
+    """PRESENT / MISSING locally; UNKNOWN when the engine cannot be asked."""
+    import docker.errors
+
+    try:
+        docker_client(client).images.get(image)
+    except docker.errors.ImageNotFound:
+        return "MISSING"
+    except Exception:  # noqa: BLE001 - engine down or unreachable
+        return "UNKNOWN"
+    return "PRESENT"
+
+
+def credential_status(names: Iterable[str]) -> dict[str, str]:
+    """``{name: "SET" | "UNSET"}`` for each variable; never a value."""
+    return {name: "SET" if os.environ.get(name) else "UNSET" for name in names}
+
+
+def _policy(policy: Any, key: str, default: Any) -> Any:
+    if isinstance(policy, Mapping):
+        return policy.get(key, default)
+    return getattr(policy, key, default)
+
+
+def pull_image(client: Any, image: str, policy: Any) -> str:
+    """Make ``image`` present: ``"PRESENT"`` (no pull needed) or ``"PULLED"``.
+
+    Only after the gate, and only when ``execution_policy`` has ``network_mode: online`` and
+    ``allow_container_pull: true``; otherwise a missing image is a :class:`ContainerPolicyError`
+    that names the settings (or the manual ``docker pull``).
+    """
+    from docker.utils import parse_repository_tag
+
+    client = docker_client(client)
+    if image_status(client, image) == "PRESENT":
+        return "PRESENT"
+    online = _policy(policy, "network_mode", "offline") == "online"
+    if not (online and _policy(policy, "allow_container_pull", False)):
+        raise ContainerPolicyError(
+            f"container image {image} is MISSING and the execution policy does not allow pulling it: "
+            f"set execution_policy.network_mode: online and execution_policy.allow_container_pull: true, "
+            f"or pull it yourself (docker pull {image})")
+    repository, tag = parse_repository_tag(image)
+    client.images.pull(repository, tag=tag or "latest")
+    return "PULLED"
+
+
+def registry_login(client: Any, policy: Any, *, registry: str = "nvcr.io", username: str = "$oauthtoken",
+                   password_env: str = "NGC_KEY") -> str:
+    """Log the engine into ``registry`` with the key in ``$password_env`` (NGC: user ``$oauthtoken``).
+
+    Only when ``execution_policy`` has ``network_mode: online`` and ``allow_registry_login: true``.
+    The key goes to the engine only; it appears in no return value, message or log.
+    """
+    online = _policy(policy, "network_mode", "offline") == "online"
+    if not (online and _policy(policy, "allow_registry_login", False)):
+        raise ContainerPolicyError(
+            f"registry login to {registry} is not allowed by the execution policy: set "
+            f"execution_policy.network_mode: online and execution_policy.allow_registry_login: true, "
+            f"or log in yourself (docker login {registry})")
+    secret = os.environ.get(password_env)
+    if not secret:
+        raise ContainerPolicyError(f"registry login to {registry} needs {password_env} (UNSET)")
+    try:
+        docker_client(client).login(username=username, password=secret, registry=registry)
+    except Exception as exc:  # noqa: BLE001 - re-raised without the secret
+        text = str(exc).replace(secret, "***")
+        raise ContainerPolicyError(f"registry login to {registry} as {username} failed: {text}") from None
+    return "LOGGED_IN"
+
+
+def device_requests(gpus: Any) -> list[Any]:
+    """GPU ``DeviceRequest``s for ``gpus``: ``"auto"`` | ``"all"`` | ``"none"`` | ``"0,1"`` | [ids] | count.
+
+    ``auto`` follows ``CUDA_VISIBLE_DEVICES`` when it is set — Ray sets it to the GPUs it assigned
+    to this trial/task, so containers of trials sharing a node do not all grab every GPU — and
+    requests all GPUs otherwise.
+    """
+    from docker.types import DeviceRequest
+
+    if gpus in (None, "none", 0, False):
+        return []
+    if gpus == "auto":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            gpus = "all"
+        elif not visible.strip():
+            raise ValueError(
+                "the TAO backend needs a GPU but this process was given none (CUDA_VISIBLE_DEVICES is "
+                "empty, as Ray sets it for tasks without GPU resources): request gpu > 0 in "
+                "automl.resources_per_trial / phase2.resources.train")
+        else:
+            gpus = [d.strip() for d in visible.split(",") if d.strip()]
+    if gpus == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(gpus, int):
+        return [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
+    if isinstance(gpus, str):
+        gpus = [d.strip() for d in gpus.split(",") if d.strip()]
+    return [DeviceRequest(device_ids=[str(d) for d in gpus], capabilities=[["gpu"]])]
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """What one ``containers.run`` call gets; also written at the top of the task's log."""
+
+    image: str
+    command: list[str]
+    layout: ContainerLayout
+    shm_size: str
+    device_requests: list[Any]
+    environment: dict[str, str]
+    user: str | None
+    labels: dict[str, str]
+
+    def header(self) -> str:
+        lines = [f"# image: {self.image}", f"# command: {' '.join(self.command)}",
+                 f"# shm_size: {self.shm_size}", f"# user: {self.user or '(image default)'}",
+                 f"# gpus: {[dict(d) for d in self.device_requests]}",
+                 # names only: the log is an artifact (MLflow), values have no business there
+                 f"# environment (names): {sorted(self.environment)}"]
+        lines += [f"# mount: {m}" for m in self.layout.describe()]
+        return "\n".join(lines) + "\n"
+
+
+def run_container(client: Any, run: ContainerRun, log_path: Path) -> int:
+    """Run to completion, streaming logs into ``log_path``; return the exit code; always remove it.
+
+    ``shm_size`` (not ``ipc=host``) gives PyTorch data-loader workers their shared memory without
+    sharing the host's IPC namespace. The container is removed in ``finally`` — also when this
+    process is interrupted (Ray cancelling a trial), so no orphan keeps a GPU busy.
+    """
+    import docker.errors
+    from docker.types import Ulimit
+
+    client = docker_client(client)
+    # containers.run pulls a missing image by itself; that pull would bypass the execution
+    # policy and the gate, so a missing image stops here instead.
+    state = image_status(client, run.image)
+    if state != "PRESENT":
+        raise ContainerPolicyError(
+            f"container image {run.image} is {state} on this Docker engine; it is pulled only after the "
+            f"pre-flight gate and only when execution_policy allows (network_mode: online, "
+            f"allow_container_pull: true), or pull it yourself (docker pull {run.image})")
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as fh:
+        fh.write(run.header())
+    try:
+        container = client.containers.run(
+            run.image,
+            command=list(run.command),
+            mounts=run.layout.docker_mounts(),
+            shm_size=run.shm_size,
+            device_requests=list(run.device_requests),
+            environment=dict(run.environment),
+            user=run.user,
+            ulimits=[Ulimit(name=n, soft=s, hard=h) for n, s, h in ULIMITS],
+            labels=dict(run.labels),
+            detach=True,
+        )
+    except docker.errors.DockerException as exc:  # e.g. no NVIDIA runtime for the GPU request
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(f"docker could not start the container: {exc}\n")
+        raise TrainingError(f"docker could not start {run.image} ({' '.join(run.command[:2])}): {exc}; "
+                            f"log: {log_path}") from None
+    try:
+        with open(log_path, "ab") as fh:
+            for chunk in container.logs(stream=True, follow=True):
+                fh.write(chunk if isinstance(chunk, bytes) else str(chunk).encode())
+                fh.flush()
+        status = container.wait()
+        return int(status.get("StatusCode", -1)) if isinstance(status, Mapping) else int(status)
+    finally:
+        try:
+            container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone; nothing else to clean up
+            pass

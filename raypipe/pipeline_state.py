@@ -1,0 +1,55 @@
+"""``RD/pipeline_state.json``: which phases are done (SPEC §3, §9).
+
+Phase-level only; each phase keeps its own finer state (Tune's experiment dir, deft_state.json).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from raypipe._io import atomic_write_json, read_json
+
+PHASES = ("phase1", "phase2", "phase3")
+FILE = "pipeline_state.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_state() -> dict[str, Any]:
+    return {"version": 1, "status": "in_progress", "started_at": now_iso(),
+            "phases": {p: {"status": "pending", "started_at": None, "completed_at": None} for p in PHASES}}
+
+
+def load(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / FILE)
+
+
+def save(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / FILE, state)
+
+
+def mark(run_dir: Path, phase: str, status: str, **extra: Any) -> dict[str, Any]:
+    """Set a phase's status (``in_progress | complete | skipped | failed``) and persist at once."""
+    state = load(run_dir)
+    entry = state["phases"][phase]
+    if status == "in_progress" and not entry.get("started_at"):
+        entry["started_at"] = now_iso()
+    if status in ("complete", "skipped", "failed"):
+        entry["completed_at"] = now_iso()
+    entry["status"] = status
+    entry.update(extra)
+    save(run_dir, state)
+    return state
+
+
+def set_run_status(run_dir: Path, status: str, **extra: Any) -> None:
+    state = load(run_dir)
+    state["status"] = status
+    if status in ("complete", "failed"):
+        state["completed_at"] = now_iso()
+    state.update(extra)
+    save(run_dir, state)

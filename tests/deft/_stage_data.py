@@ -1,0 +1,58 @@
+"""Real inputs for the DEFT stage tests, built on the tiny demo workspace (no mocks).
+
+``kpi_gaps`` runs the real RCA on an inference CSV whose scores are a deterministic function of
+the label (defects high, PASS low, one PASS false alarm), so the tests exercise RCA → routing →
+SDG/mining → merge on the files those stages really exchange.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from raypipe.deft.rca import run_rca
+from raypipe.deft.routing import run_routing
+from raypipe.deft.sdg import supported_sdg_labels
+from raypipe.workspace import ImageLayout, read_rows
+
+LAYOUT = ImageLayout(("LowAngleLight", "SolderLight"), ".png")
+
+
+def run_dir(ws: Path) -> Path:
+    rd = ws / "results" / "run_20260101_000000"
+    rd.mkdir(parents=True, exist_ok=True)
+    return rd
+
+
+def kpi_capture_files(ws: Path) -> set[Path]:
+    kpi = read_rows(ws / "kpi" / "testing_set.csv")
+    return {p for rec in kpi.to_dict(orient="records") for p in LAYOUT.capture_paths(ws / "images", rec)}
+
+
+def kpi_gaps(ws: Path, top_k: int = 3) -> Path:
+    kpi = read_rows(ws / "kpi" / "testing_set.csv")
+    rng = np.random.default_rng(7)
+    scores = np.where(kpi["label"] == "PASS", rng.uniform(0.0, 0.4, len(kpi)), rng.uniform(0.5, 1.0, len(kpi)))
+    scores[int(np.flatnonzero(kpi["label"] == "PASS")[0])] = 0.95  # one false alarm
+    kpi["siamese_score"] = scores
+    rd = run_dir(ws)
+    inf = rd / "baseline" / "inference" / "best_val" / "inference.csv"
+    inf.parent.mkdir(parents=True, exist_ok=True)
+    kpi.to_csv(inf, index=False)
+    ev = run_rca(inf, rd / "baseline" / "rca_results" / "T0", layout=LAYOUT, images_dir=ws / "images",
+                 top_k_per_label=top_k, thumbnails_per_label=0)
+    return Path(ev["rca_gaps_parquet"])
+
+
+def routed(ws: Path, top_k: int = 3) -> tuple[Path, Path]:
+    """(mining_gaps.parquet, anomalygen_gaps.parquet) for iter1 from the real RCA and routing."""
+    ev = run_routing(kpi_gaps(ws, top_k), ws / "augmentation/mining_pool/mining_pool.csv",
+                     run_dir(ws) / "iter1" / "routing_results" / "T0", supported_labels=supported_sdg_labels({}, None))
+    return Path(ev["routing_mining_parquet"]), Path(ev["routing_anomalygen_parquet"])
+
+
+def load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0

@@ -1,0 +1,263 @@
+"""Multi-node Ray: trials spread over nodes, share fractional GPUs, and survive losing a node.
+
+A real multi-node Ray cluster in one process tree (``ray.cluster_utils.Cluster``): a head with no
+CPUs and two worker nodes with 2 CPUs and 2 (fake) GPUs each. Trials take ``{"cpu": 1, "gpu": 0.5}``,
+so each node fits exactly two and four trials must use both nodes. Synchronisation is a barrier
+actor pinned to the head, never a sleep: a trial proceeds only when the others have arrived, which
+is what proves they ran at the same time.
+
+Tests, in order (the cluster is module-scoped; the node-loss test removes a node, so it is last):
+1. four half-GPU trials run concurrently on both nodes with ``CUDA_VISIBLE_DEVICES`` assigned;
+2. raypipe's own Phase 1 sweep (``run_sweep``, built-in backend, tiny demo workspace) uses both nodes;
+3. a worker node is hard-killed mid-sweep: its trials are retried on the other node
+   (``FailureConfig(max_failures)``) and the sweep completes.
+
+Auth: Ray 2.60 token auth requires every node and driver to agree on ``RAY_AUTH_MODE``. The nodes
+of ``Cluster`` and this driver run in this process tree and inherit it; the fixture pins it to
+``disabled`` when unset (and leaves an explicit setting alone), so they always agree.
+
+To run the smoke pipeline here, start ``python -m raypipe.run --ray-address <cluster.address> …`` as a
+subprocess from a test using the ``cluster`` fixture: it inherits ``RAY_AUTH_MODE`` from this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import ray
+from ray import tune
+from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+# Worker processes cannot import this test module (tests/ is not on their path): ship the trial
+# function and the Gate class by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+GATE_NAMESPACE = "raypipe_multinode_test"
+TRIAL_RESOURCES = {"cpu": 1, "gpu": 0.5}
+WAIT_S = 90  # a trial waiting longer than this means Ray did not schedule the others: fail, don't hang
+
+
+@ray.remote(num_cpus=0)
+class Gate:
+    """Barrier + release switch for trials; records every attempt (node, GPUs, times)."""
+
+    def __init__(self) -> None:
+        self.attempts: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        self.opened = asyncio.Event()
+        self.expected = 0
+
+    async def arrive(self, record: dict[str, Any], expected: int) -> None:
+        self.attempts.append(record)
+        self.expected = expected
+        if len(self.attempts) >= expected:
+            self.arrived.set()
+
+    async def wait_all_arrived(self) -> int:
+        await self.arrived.wait()
+        return len(self.attempts)
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def wait_open(self) -> None:
+        await self.opened.wait()
+
+    def get_attempts(self) -> list[dict[str, Any]]:
+        return list(self.attempts)
+
+
+def _trial(config: dict[str, Any]) -> None:
+    """A Tune trial that records where it runs, meets the others at the barrier, then waits for release."""
+    import time
+
+    start = time.time()
+    ctx = ray.get_runtime_context()
+    record = {"trial_id": tune.get_context().get_trial_id(), "node": ctx.get_node_id(),
+              "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": start, "pid": os.getpid()}
+    gate = ray.get_actor(config["gate"], namespace=GATE_NAMESPACE)
+    ray.get(gate.arrive.remote(record, config["expected"]), timeout=WAIT_S)
+    tune.report({"phase": "arrived", "node": record["node"], "pid": record["pid"]})
+    if config["barrier"]:
+        ray.get(gate.wait_all_arrived.remote(), timeout=WAIT_S)
+    ray.get(gate.wait_open.remote(), timeout=WAIT_S)
+    tune.report({"phase": "done", "node": record["node"], "cuda": record["cuda"], "start": start,
+                 "end": time.time()})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Head (0 CPU) + 2 workers × (2 CPU, 2 fake GPU); driver connected; always shut down.
+
+    Module-scoped (starting three nodes is the slow part); the node-loss test removes a worker, so
+    it is the last test in this file.
+    """
+    set_mode = "RAY_AUTH_MODE" not in os.environ
+    if set_mode:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+    if ray.is_initialized():  # a driver can join only one cluster at a time
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False,
+        # detect a killed node in ~2 s instead of the default ~30 s
+        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
+                           "health_check_failure_threshold": 2},
+    })
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=2, num_gpus=2)
+        c.wait_for_nodes()
+        ray.init(address=c.address, namespace=GATE_NAMESPACE, include_dashboard=False)
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        if set_mode:
+            os.environ.pop("RAY_AUTH_MODE", None)
+
+
+def _gate(c: Cluster) -> tuple[Any, str]:
+    name = f"gate-{uuid.uuid4().hex[:8]}"
+    gate = Gate.options(name=name, namespace=GATE_NAMESPACE, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        c.head_node.node_id, soft=False)).remote()
+    return gate, name
+
+
+def _tuner(gate_name: str, storage: Path, *, barrier: bool, callbacks: list[Any] | None = None,
+           max_failures: int = 0) -> tune.Tuner:
+    return tune.Tuner(
+        tune.with_resources(_trial, TRIAL_RESOURCES),
+        param_space={"i": tune.grid_search([0, 1, 2, 3]), "gate": gate_name, "expected": 4, "barrier": barrier},
+        tune_config=tune.TuneConfig(max_concurrent_trials=4, reuse_actors=False),
+        run_config=tune.RunConfig(name="multinode", storage_path=str(storage), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    )
+
+
+def test_four_half_gpu_trials_run_concurrently_on_two_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    gate, name = _gate(cluster)
+    ray.get(gate.open.remote())  # only the barrier holds trials here
+    results = _tuner(name, tmp_path, barrier=True).fit()
+
+    assert results.num_errors == 0, [r.error for r in results]
+    done = [r.metrics for r in results]
+    worker_ids = {n.node_id for n in cluster.worker_nodes}
+    nodes = [m["node"] for m in done]
+    assert set(nodes) == worker_ids  # trials ran on more than one node: both workers
+    assert sorted(nodes.count(n) for n in worker_ids) == [2, 2]
+    # concurrent: every trial passed the 4-way barrier, so all four intervals overlap
+    assert max(m["start"] for m in done) < min(m["end"] for m in done)
+    # Ray assigned each trial one of its node's GPUs; two halves at most per GPU
+    assert all(m["cuda"] in ("0", "1") for m in done)
+    per_gpu = [(m["node"], m["cuda"]) for m in done]
+    assert max(per_gpu.count(k) for k in per_gpu) <= 2
+
+
+class RecordTrialProcesses(tune.Callback):
+    """Driver-side: the parent of each reporting trial process is the raylet of the node it runs on."""
+
+    def __init__(self) -> None:
+        self.parents: dict[str, int] = {}
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        if trial.trial_id not in self.parents:  # read while the trial process is alive (Linux /proc)
+            stat = Path(f"/proc/{result['pid']}/stat").read_text()
+            self.parents[trial.trial_id] = int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_real_phase1_sweep_spreads_over_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    """raypipe's own sweep (built-in backend, tiny demo workspace) schedules trials on both GPU nodes."""
+    from raypipe.automl import SweepConfig, SweepInputs, run_sweep
+    from raypipe.spec import load_spec, nest_dotted
+    from raypipe.workspace import generate_demo
+
+    ws = generate_demo(tmp_path / "ws", seed=0, scale=0.05)
+    spec = nest_dotted({"dataset.classify.image_width": 32, "dataset.classify.image_height": 32,
+                        "model.classify.learnable_difference_modules": 2, "model.classify.embedding_vectors": 2,
+                        "model.classify.embed_dec": 8, "dataset.classify.augmentation_config.augment": False},
+                       load_spec(ws / "specs" / "baseline_spec.yaml"))
+    cfg = SweepConfig(algorithm="random", num_trials=4, max_concurrent_trials=4, resources_per_trial=TRIAL_RESOURCES,
+                      search_space={"train.optim.lr": {"valid_min": 1e-4, "valid_max": 1e-2, "log": True}},
+                      spec_overrides={"train.num_epochs": 1, "dataset.classify.batch_size": 16}, seed=3,
+                      noise_margin=None, reuse_actors=False)
+    inputs = SweepInputs(base_spec=spec, train_csv=ws / "train/base/training_set.csv", train_images_dir=ws / "images",
+                         val_csv=ws / "train/base/validation_set.csv", val_images_dir=ws / "images",
+                         backend_options={"device": "cpu"})
+    recorder = RecordTrialProcesses()
+    result = run_sweep(cfg, inputs, tmp_path / "phase1_automl", "phase1", callbacks=[recorder])
+
+    assert result.failed == [] and result.best_rec_path.is_file() and result.best_checkpoint.is_file()
+    raylets = {n.all_processes["raylet"][0].process.pid: n.node_id for n in cluster.worker_nodes}
+    nodes = [raylets.get(ppid) for ppid in recorder.parents.values()]
+    assert len(nodes) == 4 and None not in nodes, (recorder.parents, raylets)
+    assert set(nodes) == {n.node_id for n in cluster.worker_nodes}
+
+
+class KillNodeWhenAllArrived(tune.Callback):
+    """Driver-side: once every trial is running, hard-kill one worker node, then release the trials.
+
+    A lost machine takes its trial processes with it. ``Cluster.remove_node`` kills the node's Ray
+    services, but a trial's worker process may outlive its raylet for a moment and still finish
+    (actor calls go straight to the worker), so the trial processes on that node — started by this
+    test — are SIGKILLed by PID first.
+    """
+
+    def __init__(self, cluster: Cluster, victim: Any, gate: Any, expected: int) -> None:
+        self.cluster, self.victim, self.gate, self.expected = cluster, victim, gate, expected
+        self.arrived: dict[str, str] = {}
+        self.pids: dict[str, int] = {}
+        self.killed = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tuner pickles its run config (callbacks included) for restore; the live cluster handle
+        # (locks, processes) is needed only by this in-process instance.
+        return dict(self.__dict__, cluster=None, victim=None)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        if result.get("phase") == "arrived":
+            self.arrived.setdefault(trial.trial_id, result["node"])
+            self.pids.setdefault(trial.trial_id, result["pid"])
+        if not self.killed and len(self.arrived) == self.expected:
+            self.killed = True
+            for trial_id, node in self.arrived.items():
+                if node == self.victim.node_id:
+                    os.kill(self.pids[trial_id], signal.SIGKILL)
+            self.cluster.remove_node(self.victim, allow_graceful=False)
+            ray.get(self.gate.open.remote())
+
+
+def test_trials_on_a_lost_node_are_retried_elsewhere_and_the_sweep_completes(cluster: Cluster, tmp_path: Path) -> None:
+    driver_socket = ray._private.worker.global_worker.node._raylet_socket_name
+    victim = next(n for n in cluster.worker_nodes if n._raylet_socket_name != driver_socket)
+    victim_id = victim.node_id
+    survivor_id = next(n.node_id for n in cluster.worker_nodes if n is not victim)
+    gate, name = _gate(cluster)
+    killer = KillNodeWhenAllArrived(cluster, victim, gate, expected=4)
+
+    results = _tuner(name, tmp_path, barrier=False, callbacks=[killer], max_failures=2).fit()
+
+    assert killer.killed
+    assert results.num_errors == 0, [r.error for r in results]
+    assert len(results) == 4 and all(r.metrics["phase"] == "done" for r in results)
+    on_victim = {t for t, node in killer.arrived.items() if node == victim_id}
+    assert len(on_victim) == 2  # each node held two trials when the node died
+    attempts = ray.get(gate.get_attempts.remote())
+    per_trial: dict[str, list[str]] = {}
+    for a in attempts:
+        per_trial.setdefault(a["trial_id"], []).append(a["node"])
+    for trial_id, nodes in per_trial.items():
+        if trial_id in on_victim:
+            assert nodes == [victim_id, survivor_id], (trial_id, nodes)  # retried on the surviving node
+        else:
+            assert nodes == [survivor_id], (trial_id, nodes)  # untouched, one attempt
+    assert {r.metrics["node"] for r in results} == {survivor_id}

@@ -1,0 +1,124 @@
+"""raypipe.tracking against a real ``mlflow server`` (tracking_uri = http://...).
+
+The server is the one process this test starts; it is stopped by its PID with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raypipe.tracking import (
+    PARENT_TAG,
+    RUN_DIR_TAG,
+    child_run,
+    end_pipeline_run,
+    pipeline_logger,
+    resolve_tracking_uri,
+    start_pipeline_run,
+)
+
+pytestmark = pytest.mark.slow  # the server needs ~13 s to answer /health
+
+STARTUP_DEADLINE_S = 120.0  # 2 shared cores: far above the ~13 s measured in STACK.md
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return int(resp.status)
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log_path = tmp_path / "server.log"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination", str(tmp_path / "server_artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if _get(f"{url}/health") == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server: no /health within {STARTUP_DEADLINE_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)  # poll interval, bounded by the deadline above
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def test_nested_runs_through_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    uri = resolve_tracking_uri(mlflow_server, tmp_path)
+    assert uri == mlflow_server
+    run_dir = tmp_path / "ws" / "results" / "run_20250101_000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("seed: 42\n")
+
+    ctx = start_pipeline_run(uri, "raypipe-aoi", run_dir, {"raypipe.backend": "builtin"})
+    pipeline_logger(ctx).log_artifact(run_dir / "config.yaml")
+    with child_run(ctx, "phase1", key="phase1") as phase:
+        for trial in range(2):
+            with child_run(phase.context(), f"trial_{trial:05d}", key=f"phase1/trial_{trial:05d}", params={"train.optim.lr": 0.01}) as t:
+                for epoch in range(2):
+                    t.log_metrics({"val_loss": 1.0 / (epoch + 1)}, step=epoch)
+    # resume through the server: same parent, same child
+    assert start_pipeline_run(uri, "raypipe-aoi", run_dir, {}) == ctx
+    with child_run(phase.context(), "trial_00000", key="phase1/trial_00000"):
+        pass
+    end_pipeline_run(ctx, "FINISHED")
+
+    search = f"{mlflow_server}/api/2.0/mlflow/runs/search"
+    parents = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"})["runs"]
+    assert [r["info"]["run_id"] for r in parents] == [ctx.parent_run_id]
+    assert parents[0]["info"]["status"] == "FINISHED"
+    phases = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}'"})["runs"]
+    assert [r["info"]["run_name"] for r in phases] == ["phase1"]
+    trials = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{phase.run_id}'"})["runs"]
+    assert sorted(r["info"]["run_name"] for r in trials) == ["trial_00000", "trial_00001"]
+    for r in trials:
+        assert r["info"]["status"] == "FINISHED"
+        assert {m["key"]: m["value"] for m in r["data"]["metrics"]} == {"val_loss": 0.5}  # latest epoch
+        assert {p["key"]: p["value"] for p in r["data"]["params"]} == {"train.optim.lr": "0.01"}
+    # artifacts went through the server's proxy into its artifacts destination
+    assert list((tmp_path / "server_artifacts").rglob("config.yaml"))
