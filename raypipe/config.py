@@ -10,6 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,11 @@ import yaml
 from raypipe.spec import deep_merge, flatten
 
 # Sections whose keys are user data (free-form), not config schema: their children are not checked.
-_OPEN_SECTIONS = ("spec_overrides", "automl.search_space", "phase2.sdg.recipes", "phase2.metric_contract")
+_OPEN_SECTIONS = ("spec_overrides", "automl.search_space", "phase2.sdg.recipes", "phase2.metric_contract",
+                  "phase2.train_overrides")
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
 class ConfigError(ValueError):
@@ -83,6 +88,9 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string; a learning rate typed that way is a number.
+        value = float(value) if _FLOAT.match(value.strip()) else value
     return key, value
 
 

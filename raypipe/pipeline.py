@@ -162,8 +162,8 @@ class Pipeline:
         status = self._phase_status("phase2")
         if status == "complete":
             return True
-        if status == "failed":
-            return False
+        # A hard-stopped loop is retried on --resume: run_loop re-opens its failed state once the
+        # user has fixed the cause; within one invocation a hard stop ends the run.
         pipeline_state.mark(self.rd, "phase2", "in_progress")
         with self._phase_run("phase2") as run:
             ctx = LoopContext.from_workspace(self.ws, spec=self.run_spec, backend=self.cfg["backend"],

@@ -27,7 +27,7 @@ def build_trajectory(run_dir: Path) -> dict[str, Any]:
             e = its.get(label)
             if not e or e.get("status") != "complete" or not e.get("metric_result"):
                 continue
-            diag = e["metric_result"].get("diagnostics") or {}
+            diag = e["metric_result"].get("diagnostics") or _diagnostics(e["metric_result"].get("evidence_path"))
             rows.append({"step": "phase3_best" if label == "final_automl" else label, "split": "kpi",
                          "far_pct": e["metric_result"]["value"], "threshold": e.get("threshold"),
                          "training_rows": _rows(e.get("training_rows_csv") or e.get("combined_training_csv")),
@@ -39,6 +39,13 @@ def build_trajectory(run_dir: Path) -> dict[str, Any]:
     for r in rows:
         r["delivered"] = delivered is not None and r.get("label") == delivered
     return {"rows": rows, "delivered": delivered}
+
+
+def _diagnostics(evidence_path: str | None) -> dict[str, Any]:
+    """deft_state keeps the SPEC's six metric keys; the diagnostics live in metric_result.json."""
+    if not evidence_path or not Path(evidence_path).is_file():
+        return {}
+    return read_json(evidence_path).get("diagnostics") or {}
 
 
 def _rows(csv: str | None) -> int | None:

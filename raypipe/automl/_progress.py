@@ -95,11 +95,11 @@ class SweepProgress(tune.Callback):
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})["status"] = "RETRYING"
-        self._event(f"trial {trial.trial_id} crashed; retrying")
+        self._event(f"trial {trial.trial_id} crashed ({_last_error(trial)}); retrying")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})["status"] = "FAILED"
-        self._event(f"trial {trial.trial_id} failed after retries")
+        self._event(f"trial {trial.trial_id} failed after retries: {_last_error(trial)}")
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         if self._live is not None:
@@ -137,15 +137,26 @@ class SweepProgress(tune.Callback):
         return table
 
 
+def _last_error(trial: Any) -> str:
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001 - display only
+        return "error unavailable"
+    return root_cause(text)
+
+
+def root_cause(text: str) -> str:
+    """The final ``Type: message`` line of a traceback (the exception that ended the trial)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", ln):
+            return ln[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
 def error_signature(text: str) -> str:
     """A failure's root cause, comparable across trials: the final ``Type: message`` line, numbers masked."""
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    cause = ""
-    for ln in reversed(lines):
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln):
-            cause = ln
-            break
-    cause = cause or (lines[-1] if lines else "unknown error")
+    cause = root_cause(text)
     return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "#", cause)[:300]
 
 

@@ -22,7 +22,6 @@ from raypipe.automl._baseline import baseline_eval
 from raypipe.automl._config import SweepConfig, SweepInputs, SweepResult
 from raypipe.automl._outputs import (
     BEST_REC,
-    BUDGET_KEYS,
     TRIALS_CSV,
     build_best_rec,
     rec_specs,
@@ -40,6 +39,7 @@ from raypipe.automl._space import (
     validate_search_space,
 )
 from raypipe.automl._trainable import META_FILE, TrialJob, build_trial_spec, sweep_trial
+from raypipe.backends.base import parse_checkpoint_name
 from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, has_dotted
 
 if TYPE_CHECKING:
@@ -135,7 +135,9 @@ def _quiet_ray() -> Iterator[None]:
     # The new output engine prints its experiment banner even at verbose=0; the legacy one honours it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     for lg in loggers:
-        lg.setLevel(logging.ERROR)
+        # Trial tracebacks too: the progress display names each failure and trials.csv / the trial's
+        # error.txt keep the details; exceptions outside trials still propagate.
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -219,15 +221,13 @@ def _tag_index(trial: Any, fallback: int) -> int:
 
 
 def _error_text(trial: Any) -> str:
+    from raypipe.automl._progress import root_cause
+
     try:
         text = trial.get_error() or ""
     except Exception as exc:  # noqa: BLE001 - an unreadable error file must not hide the others
         return f"(error file unreadable: {exc})"
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if ln.split(":", 1)[0].replace(".", "").isidentifier() and ("Error" in ln or "Exception" in ln):
-            return ln[:500]
-    return lines[-1][:500] if lines else "unknown error"
+    return root_cause(text)
 
 
 def _read_meta(ckpt: Any) -> dict[str, Any] | None:
@@ -238,17 +238,27 @@ def _read_meta(ckpt: Any) -> dict[str, Any] | None:
         return None
 
 
+def _uri(ckpt: Any, name: str, exp_path: str) -> str:
+    """Where a checkpoint's model file lives: an absolute path, or ``scheme://bucket/...`` remotely."""
+    path = f"{ckpt.path}/{name}"
+    if _is_local(exp_path):
+        return path
+    return f"{exp_path.split('://', 1)[0]}://{path.lstrip('/')}"
+
+
 def read_records(exp_path: str, param_keys: tuple[str, ...], planned_epochs: int, early_stopping: bool,
                  ) -> tuple[list[TrialRecord], dict[str, Any], int]:
     """Trial records from the experiment's files (the disk is the truth after an interrupt), the
     Ray checkpoints by trial id, and the number of trials Tune created."""
     from ray import tune
 
-    analysis = tune.ExperimentAnalysis(exp_path, default_metric="score", default_mode="min")
+    with _quiet_ray():  # it warns about every trial that never reported, which we handle below
+        analysis = tune.ExperimentAnalysis(exp_path, default_metric="score", default_mode="min")
     trials = sorted(analysis.trials, key=lambda t: _tag_index(t, 0))
     records, ckpts = [], {}
     for i, t in enumerate(trials):
         last = t.last_result or {}
+        reported = "epoch" in last  # a trial stopped before its first epoch has only Tune's defaults
         params = {k: t.config.get(k) for k in param_keys if k in t.config}
         job_id = Path(str(t.path)).name if getattr(t, "path", None) else t.trial_id
         rec = TrialRecord(trial_id=t.trial_id, index=_tag_index(t, i), status="not_run", params=params,
@@ -260,11 +270,16 @@ def read_records(exp_path: str, param_keys: tuple[str, ...], planned_epochs: int
             ckpts[t.trial_id] = ckpt
             rec.val_far, rec.val_loss = float(meta["val_far"]), float(meta["val_loss"])
             rec.pred_counts = {k: int(v) for k, v in (meta.get("pred_counts") or {}).items()}
-            rec.checkpoint_epoch, rec.checkpoint_step = int(meta["epoch"]), int(meta["step"])
-            rec.checkpoint = f"{ckpt.path}/{meta['checkpoint_file']}"
+            # As the file name says (TAO/Lightning: zero-based epoch index), so best_rec's
+            # checkpoint_epoch and checkpoint_uri agree; epochs_run is the count.
+            try:
+                rec.checkpoint_epoch, rec.checkpoint_step = parse_checkpoint_name(meta["checkpoint_file"])
+            except ValueError:
+                rec.checkpoint_epoch, rec.checkpoint_step = int(meta["epoch"]), int(meta["step"])
+            rec.checkpoint = _uri(ckpt, meta["checkpoint_file"], exp_path)
         if t.status == _ERROR:
             rec.status, rec.error = "failed", _error_text(t)
-        elif t.status == _TERMINATED and last:
+        elif t.status == _TERMINATED and reported:
             if meta is None:
                 rec.status, rec.error = "failed", "finished without a checkpoint"
             elif rec.epochs_run < planned_epochs and not early_stopping:
@@ -274,7 +289,7 @@ def read_records(exp_path: str, param_keys: tuple[str, ...], planned_epochs: int
                 if rec.epochs_run < planned_epochs:
                     rec.note = f"stopped early by ASHA after {rec.epochs_run}/{planned_epochs} epochs"
         else:
-            rec.status = "not_run" if not last else "interrupted"
+            rec.status = "interrupted" if reported else "not_run"
         records.append(rec)
     return records, ckpts, len(trials)
 
@@ -299,7 +314,7 @@ def _failure_summary(records: list[TrialRecord], expected: int) -> str:
 def _local_checkpoint(ckpt: Any, rec: TrialRecord, dest: Path) -> Path:
     """A readable local .pth for a trial's kept checkpoint (downloaded when storage is remote)."""
     name = Path(str(rec.checkpoint)).name
-    if _is_local(str(ckpt.path)) and ckpt.filesystem.type_name == "local":
+    if ckpt.filesystem.type_name == "local":
         return Path(ckpt.path) / name
     target = dest / rec.trial_id
     if not (target / name).is_file():
@@ -424,8 +439,11 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
     best_spec = build_trial_spec(job, best_params)
     trial_specs = {r.trial_id: rec_specs(build_trial_spec(job, r.params), r.params, cfg.spec_overrides)
                    for r in records}
+    # Local storage: every kept checkpoint is already a file. Remote: the top 3 (the handoff's
+    # fallbacks) are downloaded under the sweep dir; the rest stay in storage only.
+    fetch = ranked if _is_local(exp_path) else ranked[:3]
     local = {r.trial_id: _local_checkpoint(ckpts[r.trial_id], r, sweep_dir / "checkpoints")
-             for r in ranked[:3] if r.trial_id in ckpts}
+             for r in fetch if r.trial_id in ckpts}
     best_ckpt = local[best.trial_id]
     if not best_ckpt.is_file() or best_ckpt.stat().st_size == 0:
         raise SweepError(f"{name}: the winner's checkpoint {best_ckpt} is missing or empty")
@@ -442,8 +460,7 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
                                    checkpoint=baseline["checkpoint"], note="warm-start checkpoint, before any trial"))
     trials_csv = write_trials_csv(sweep_dir / TRIALS_CSV, rows, cfg.metric)
     failed = [{"trial_id": r.trial_id, "params": r.params, "error": r.error} for r in records if r.status == "failed"]
-    ranked_out = [(r.trial_id, r.score(cfg.metric), local.get(r.trial_id, Path(r.checkpoint) if r.checkpoint else None),
-                   dict(r.pred_counts)) for r in ranked]
+    ranked_out = [(r.trial_id, r.score(cfg.metric), local.get(r.trial_id), dict(r.pred_counts)) for r in ranked]
     atomic_write_json(sweep_dir / f"{name}.{SUMMARY_FILE}", {
         "experiment_path": exp_path, "best_trial_id": best.trial_id, "best_score": best.score(cfg.metric),
         "metric": cfg.metric, "best_checkpoint": str(best_ckpt), "baseline_eval": baseline, "noise_guard": noise,
@@ -511,11 +528,6 @@ def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: lis
     noise["picked_trial_id"] = ranked2[0].trial_id if ranked2 else winner.trial_id
     rr.status, rr.note = "rerun", f"noise-guard re-run of {winner.trial_id} (seed {seed})"
     return ranked2, records2, rr
-
-
-def sweep_budget_keys() -> tuple[str, ...]:
-    """The keys best_rec.json moves from specs to observed_budget (SPEC §5)."""
-    return BUDGET_KEYS
 
 
 def trial_spec_for(cfg: SweepConfig, inputs: SweepInputs, params: Mapping[str, Any]) -> dict[str, Any]:

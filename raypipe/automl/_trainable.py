@@ -183,15 +183,24 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
                     tune.report(metrics)
 
             trainer = get_backend(job.backend, **job.backend_options)
-            trainer.train(spec, Path(job.train_csv), Path(job.val_csv), work / "train",
-                          Path(job.init_ckpt) if job.init_ckpt else None,
-                          images_dir=Path(job.train_images_dir), val_images_dir=Path(job.val_images_dir),
-                          seed=job.seed, on_epoch=on_epoch)
-            if not reported_ckpt:
-                raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
-            run.set_tags({"status": "complete", "checkpoint_file": best.get("file", ""),
+            try:
+                trainer.train(spec, Path(job.train_csv), Path(job.val_csv), work / "train",
+                              Path(job.init_ckpt) if job.init_ckpt else None,
+                              images_dir=Path(job.train_images_dir), val_images_dir=Path(job.val_images_dir),
+                              seed=job.seed, on_epoch=on_epoch)
+            except SystemExit:
+                # Tune stops a trial from inside `tune.report` with sys.exit(0): ASHA cutting it at a
+                # rung, or the sweep being stopped. What it reported so far stands.
+                stopped = True
+            else:
+                stopped = False
+                if not reported_ckpt:
+                    raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
+            run.set_tags({"status": "stopped" if stopped else "complete", "checkpoint_file": best.get("file", ""),
                           "best_epoch": best.get("epoch", 0),
                           "trial_dir": tune.get_context().get_trial_dir() or ""})
+        if stopped:
+            raise SystemExit(0)  # hand the stop back to Tune, after the tracking run ended cleanly
     finally:
         # Tune has copied every reported checkpoint into the experiment's storage by now.
         shutil.rmtree(work, ignore_errors=True)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import ray
 
+from raypipe._io import read_json
 from raypipe.deft.errors import EvidenceError, HardStop
 from raypipe.deft.state import (
     NextStep,
@@ -244,11 +245,10 @@ class _Loop:
     def _base_spec(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The spec the loop trains with: the baseline's (Phase 1 winner) when known, else the run spec."""
         from raypipe.deft.finalize import load_training_spec
+        from raypipe.spec import nest_dotted
 
         ts = state["iterations"].get("baseline", {}).get("training_spec")
         spec = load_training_spec(ts) if ts else copy.deepcopy(self.ctx.spec)
-        from raypipe.spec import nest_dotted
-
         return nest_dotted(dict(self.cfg.spec_overrides), spec)
 
     def _best_so_far(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -433,8 +433,6 @@ class _Loop:
             step = next_stage(state)
             if step.stage == "done":
                 bm = self.rd / "best_model.json"
-                from raypipe._io import read_json
-
                 best = read_json(bm).get("iteration") if bm.is_file() else None
                 return LoopOutcome("complete", self.rd, best, bm if bm.is_file() else None, stop_reason,
                                    f"DEFT loop complete: best {best}; {bm}")
@@ -528,10 +526,13 @@ def run_loop(run_dir: str | Path, cfg: LoopConfig, ctx: LoopContext) -> LoopOutc
     if not state_path_of(run_dir).is_file():
         initialise_state(run_dir, config_block=config_block(ctx, cfg, run_dir), metric_contract=cfg.metric_contract,
                          max_iterations=cfg.max_iterations, execution_policy={"network_mode": "offline"})
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:  # "local": a cluster of our own, never someone else's `ray start` on this machine
         ray.init(address="local", include_dashboard=False)
     actor = DeftDriver.remote(run_dir, cfg, ctx)
     try:
         return ray.get(actor.run.remote())
     finally:
         ray.kill(actor)
+        if started:
+            ray.shutdown()

@@ -127,33 +127,35 @@ def _rows_of(entry: Mapping[str, Any], cfg: Mapping[str, Any], label: str) -> tu
 
 
 def _trajectory(run_dir: Path, state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Phase 1 best (validation) → baseline … iterN (KPI) → Phase 3 (KPI)."""
+    """Phase 1 best (validation) → baseline … iterN → Phase 3 (KPI), built from the files of record.
+
+    The loop and Phase 3 rows come from the state (always current, also mid-run); Phase 1 from its
+    ``best_rec.json``, or from ``trajectory.json``'s Phase 1 row when only that survives.
+    """
     rows: list[dict[str, Any]] = []
-    traj = _json(run_dir / "trajectory.json")
-    items = traj.get("rows", traj.get("steps")) if isinstance(traj, dict) else traj
-    if isinstance(items, list) and items:
-        for it in items:
-            if not isinstance(it, Mapping):
-                continue
-            label = it.get("label") or it.get("step") or it.get("phase")
-            value = it.get("value", it.get("far_pct", it.get("kpi_far_pct", it.get("val_far_pct"))))
-            if label is None:
-                continue
-            rows.append({"label": str(label), "value": value if isinstance(value, (int, float)) else None,
-                         "set": str(it.get("set", it.get("dataset", ""))), "delivered": bool(it.get("delivered"))})
-        if rows:
-            return rows
     rec = _json(run_dir / "phase1_automl" / "best_rec.json")
     if isinstance(rec, Mapping) and isinstance(rec.get("best"), Mapping):
         score = rec["best"].get("score")
-        rows.append({"label": "phase1", "value": score if isinstance(score, (int, float)) else None,
-                     "set": "validation", "delivered": False})
+        rows.append({"label": "phase1_best", "value": score if isinstance(score, (int, float)) else None,
+                     "set": "validation", "delivered": False, "auroc": None, "far95": None})
+    else:
+        traj = _json(run_dir / "trajectory.json")
+        items = traj.get("rows") if isinstance(traj, Mapping) else None
+        for it in items if isinstance(items, list) else []:
+            if isinstance(it, Mapping) and str(it.get("split", "")).lower() == "validation":
+                v = it.get("far_pct")
+                rows.append({"label": str(it.get("step", "phase1_best")), "value": v if isinstance(v, (int, float))
+                             else None, "set": "validation", "delivered": False, "auroc": None, "far95": None})
     final = _json(run_dir / "best_model.json") or {}
     for label in ordered_labels(state):
         e = state["iterations"][label]
         mr = e.get("metric_result")
-        rows.append({"label": label, "value": mr.get("value") if mr else None, "set": "KPI",
-                     "delivered": final.get("iteration") == label})
+        if not mr:
+            continue
+        diag = (_json(mr.get("evidence_path")) or {}).get("diagnostics") or {}
+        rows.append({"label": "phase3_best" if label == "final_automl" else label, "value": mr.get("value"),
+                     "set": "KPI", "delivered": final.get("iteration") == label, "auroc": diag.get("auroc"),
+                     "far95": diag.get("far_at_recall_95_pct")})
     return rows
 
 
@@ -217,14 +219,17 @@ def _section_trajectory(run_dir: Path, state: Mapping[str, Any]) -> str:
     labels = [r["label"] for r in rows]
     kpi = [r["value"] if r["set"].lower() != "validation" else None for r in rows]
     val = [r["value"] if r["set"].lower() == "validation" else None for r in rows]
-    series = {"KPI": kpi}
+    series = {f"KPI {contract.get('name', '')}": kpi}
     if any(v is not None for v in val):
         series["validation (Phase 1)"] = val
+    if any(r["far95"] is not None for r in rows):  # progress the 100%-recall headline can hide
+        series["KPI FAR@95% recall"] = [r["far95"] for r in rows]
     chart = _svg.line_chart(labels, series, target=contract.get("target"),
                             y_label=f"{contract.get('name', '')} ({contract.get('unit', '')})",
                             title="metric trajectory")
-    table = _table(["step", "set", contract.get("name", "value"), "delivered"],
-                   [[r["label"], r["set"], r["value"], "yes" if r["delivered"] else ""] for r in rows])
+    table = _table(["step", "set", contract.get("name", "value"), "AUROC", "FAR@95%", "delivered"],
+                   [[r["label"], r["set"], r["value"], r["auroc"], r["far95"], "yes" if r["delivered"] else ""]
+                    for r in rows], left=2)
     return "<h2>Metric trajectory</h2>" + chart + table
 
 

@@ -30,6 +30,15 @@ from raypipe.testing._tiny import TinyWorkspace, make_tiny_workspace
 from raypipe.workspace._rows import normalise_label, read_rows
 
 INFERENCE_HEAD = ("input_path", "golden_path", "object_name", "label", "siamese_score")
+#: TAO (Lightning) names checkpoints with the zero-based epoch index: the file of 1-based
+#: ``EpochMetrics.epoch`` e is ``model_epoch_<e-1>_step_<step>.pth`` (one epoch → ``model_epoch_000_…``).
+FILE_EPOCH_OFFSET = 1
+
+
+def read_status(out_dir: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``out_dir/status.json`` (TAO style: one object per line)."""
+    text = (Path(out_dir) / "status.json").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def check_protocol(trainer: Any) -> None:
@@ -52,14 +61,15 @@ def check_train_outputs(result: TrainResult, out_dir: Path, num_epochs: int) -> 
     for ckpt in result.checkpoints:
         assert Path(ckpt).is_file() and Path(ckpt).stat().st_size > 0, f"{ckpt}: missing or empty"
         assert Path(ckpt).parent.resolve() == out_dir.resolve(), f"{ckpt}: not in {out_dir}"
-        epoch, step = parse_checkpoint_name(ckpt)  # raises on a wrong name
-        match = [e for e in result.epochs if e.epoch == epoch]
+        file_epoch, step = parse_checkpoint_name(ckpt)  # raises on a wrong name
+        match = [e for e in result.epochs if e.epoch == file_epoch + FILE_EPOCH_OFFSET]
         assert match and match[0].step == step, f"{Path(ckpt).name}: epoch/step do not match the epoch metrics"
     last = result.epochs[-1]
-    assert parse_checkpoint_name(result.latest_ckpt) == (last.epoch, last.step), "latest_ckpt is not the last epoch's"
+    assert parse_checkpoint_name(result.latest_ckpt) == (last.epoch - FILE_EPOCH_OFFSET, last.step), \
+        "latest_ckpt is not the last epoch's"
     assert Path(result.best_val_ckpt) in [Path(c) for c in result.checkpoints]
-    best_epoch, best_step = parse_checkpoint_name(result.best_val_ckpt)
-    assert (best_epoch, best_step) == (result.best_epoch, result.best_step)
+    best_file_epoch, best_step = parse_checkpoint_name(result.best_val_ckpt)
+    assert (best_file_epoch + FILE_EPOCH_OFFSET, best_step) == (result.best_epoch, result.best_step)
     ckpt_epochs = [e for e in result.epochs if e.checkpoint]
     assert ckpt_epochs, "EpochMetrics.checkpoint is never set"
     lowest = min(e.val_far for e in ckpt_epochs)
@@ -69,7 +79,7 @@ def check_train_outputs(result: TrainResult, out_dir: Path, num_epochs: int) -> 
         if e.checkpoint:
             assert 0.0 <= e.val_far <= 100.0 and math.isfinite(e.val_loss)
             assert set(e.pred_counts) == {"PASS", "NO_PASS"}
-    lines = [json.loads(line) for line in (out_dir / "status.json").read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = read_status(out_dir)
     assert lines and lines[-1]["status"] == "SUCCESS", "status.json must end with a SUCCESS line"
     assert all("status" in line for line in lines)
     spec = yaml.safe_load((out_dir / "experiment.yaml").read_text(encoding="utf-8"))
@@ -143,7 +153,7 @@ class TrainerConformance:
         assert [m.to_dict() for m in conformance_run.reported] == [m.to_dict() for m in conformance_run.result.epochs]
 
     def test_status_json_has_a_line_per_epoch(self, conformance_run: ConformanceRun) -> None:
-        lines = [json.loads(x) for x in (conformance_run.out_dir / "status.json").read_text().splitlines() if x.strip()]
+        lines = read_status(conformance_run.out_dir)
         epochs = [line["epoch"] for line in lines if "epoch" in line]
         assert epochs == list(range(1, self.num_epochs + 1))
 
@@ -169,7 +179,7 @@ class TrainerConformance:
         res = r.trainer.train(spec, r.workspace.train_csv, r.workspace.val_csv, out, r.result.latest_ckpt,
                               images_dir=r.workspace.images_dir, seed=1)
         assert [e.epoch for e in res.epochs] == [1]
-        assert parse_checkpoint_name(res.latest_ckpt)[0] == 1
+        assert parse_checkpoint_name(res.latest_ckpt)[0] == 1 - FILE_EPOCH_OFFSET
         assert Path(res.latest_ckpt).parent.resolve() == out.resolve()
         check_train_outputs(res, out, 1)
 
@@ -179,5 +189,4 @@ class TrainerConformance:
         read_rows(r.workspace.train_csv).iloc[:0].to_csv(empty, index=False)
         with pytest.raises(TrainingError):
             r.trainer.train(r.spec, empty, r.workspace.val_csv, tmp_path / "t", images_dir=r.workspace.images_dir)
-        lines = [json.loads(x) for x in (tmp_path / "t" / "status.json").read_text().splitlines() if x.strip()]
-        assert lines[-1]["status"] == "FAILURE"
+        assert read_status(tmp_path / "t")[-1]["status"] == "FAILURE"

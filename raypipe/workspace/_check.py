@@ -148,8 +148,10 @@ def check_workspace(root: str | os.PathLike[str]) -> CheckReport:
         if df is None:
             continue
         if "label" in df.columns:
-            labels = df["label"].map(normalise_label).value_counts()
+            normalised = df["label"].map(normalise_label)
+            labels = normalised.value_counts()
             csv_stats[which] = CsvStats(display(path, root), len(df), {str(k): int(v) for k, v in labels.items()})
+            _suspicious_labels(normalised, display(path, root), out)
         if images_dir is not None and layout is not None:
             rep = inspect_rows(df, path, images_dir, layout, root, limit=_LIMIT, index=index)
             out.extend(rep.problems)
@@ -275,6 +277,18 @@ def _read_csv(path: Path, rel: str, which: str, out: Collector) -> pd.DataFrame 
     return df
 
 
+# what spreadsheets and pandas write for a missing value: as a label it would become a defect class
+_MISSING_MARKERS = frozenset({"nan", "none", "null", "na", "n/a", "#n/a"})
+
+
+def _suspicious_labels(labels: pd.Series, file: str, out: Collector) -> None:
+    bad = labels.isin(_MISSING_MARKERS).to_numpy()
+    if bad.any():
+        first = int(bad.argmax()) + 1
+        out.add(Problem(file, first, "label", f"label '{labels.iloc[first - 1]}' looks like a missing value "
+                                              f"({int(bad.sum())} rows); it would train as a defect class", "warning"))
+
+
 def _class_balance(csv_stats: dict[str, CsvStats], out: Collector) -> None:
     """FAR at 100% recall needs defect rows (recall) and PASS rows (FAR) wherever it is measured."""
     needs = {"train": "training needs both classes",
@@ -346,8 +360,7 @@ def _render(root: Path, images_dir: Path | None, errors: list[Problem], warnings
             st = ds.csvs.get(which)
             if st is None:
                 continue
-            labs = ", ".join(f"{k} {v}" for k, v in sorted(st.labels.items(), key=lambda kv: (kv[0] != "PASS", kv[0]))
-                             if k != "PASS")
+            labs = ", ".join(f"{k or '(empty)'} {v}" for k, v in sorted(st.labels.items()) if k != "PASS")
             lines.append(f"  {which:<11} {st.rows:>7} {st.passes:>7} {st.defects:>7}  {labs or '-'}")
         lines.append(f"  images      {ds.files_checked} files checked, {ds.missing_file_count} missing")
         lines.append(f"  leakage     train/validation {ds.train_val_overlap} overlapping rows; training rows with "

@@ -246,22 +246,29 @@ def _workers(requested: int | None, n_jobs: int) -> int:
     return max(1, min(cpus, 4))
 
 
+_WORKER = "import sys; from raypipe.workspace._demo_images import run_job_file; run_job_file(sys.argv[1])"
+
+
 def _run_workers(ws: Path, jobs: list[ImageJob], lights: tuple[str, ...], styles: tuple[str, ...], size: int,
                  workers: int) -> None:
-    """Render in ``workers`` child interpreters (``python -m raypipe.workspace._demo_images JOBFILE``).
+    """Render in ``workers`` child interpreters, each given a JSON job file.
 
     Every row's pixels depend only on its own seed, so how rows are shared out cannot change the
     output. Plain subprocesses, not multiprocessing: fork would copy a caller's threads (Ray,
     torch), and spawn re-runs an unguarded caller script's top level.
     """
     procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
+    # contiguous shares: rows of a board are adjacent, so workers rarely create files in the same
+    # directory at once (concurrent creates in one directory serialise on its lock)
+    bounds = [round(k * len(jobs) / workers) for k in range(workers + 1)]
+    shares = [jobs[bounds[k]:bounds[k + 1]] for k in range(workers)]
     try:
         for k in range(workers):
             job_file, log_file = ws / f".demo-jobs-{k}.json", ws / f".demo-jobs-{k}.log"
             job_file.write_text(json.dumps({"lights": list(lights), "styles": list(styles), "size": size,
-                                            "jobs": [list(j) for j in jobs[k::workers]]}), encoding="utf-8")
+                                            "jobs": [list(j) for j in shares[k]]}), encoding="utf-8")
             with open(log_file, "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "raypipe.workspace._demo_images", str(job_file)],
+                proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(job_file)],
                                         stdout=subprocess.DEVNULL, stderr=log)
             procs.append((proc, job_file, log_file))
         failures = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -85,6 +84,3 @@ def run_job_file(path: str | Path) -> int:
     jobs = [ImageJob(*j) for j in spec["jobs"]]
     return write_images(jobs, tuple(spec["lights"]), tuple(spec["styles"]), int(spec["size"]))
 
-
-if __name__ == "__main__":
-    run_job_file(sys.argv[1])

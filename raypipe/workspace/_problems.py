@@ -65,10 +65,21 @@ class Collector:
         self.problems.extend(problems)
 
     def finish(self) -> list[Problem]:
-        """The collected problems plus one 'N more' line per capped check."""
-        out = list(self.problems)
+        """The problems grouped by file (in order of first report), file-level first, then by row;
+        each capped check's 'N more' line closes its file's group."""
+        files: dict[str, int] = {}
+        for p in self.problems:
+            files.setdefault(p.file, len(files))
+        more: dict[str, list[Problem]] = {}
         for (file, check, column, severity), n in self._seen.items():
             if n > self.limit:
-                out.append(Problem(file, None, column,
-                                   f"... and {n - self.limit:,} more rows with the same problem ({check})", severity))
+                files.setdefault(file, len(files))
+                more.setdefault(file, []).append(Problem(
+                    file, None, column, f"... and {n - self.limit:,} more rows with the same problem ({check})",
+                    severity))
+        ordered = sorted(self.problems, key=lambda p: (files[p.file], p.row if p.row is not None else 0))
+        out: list[Problem] = []
+        for file in files:
+            out.extend(p for p in ordered if p.file == file)
+            out.extend(more.get(file, []))
         return out

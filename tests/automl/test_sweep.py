@@ -25,6 +25,7 @@ from raypipe.automl import (
     best_rec_schema,
     run_sweep,
 )
+from raypipe.backends.base import parse_checkpoint_name
 from raypipe.backends.builtin import read_checkpoint_architecture
 from raypipe.spec import flatten, get_dotted, load_spec
 
@@ -104,6 +105,7 @@ def test_phase1_sweep_completes_and_writes_spec_outputs(phase1: dict[str, Any], 
         params = json.loads(trials.set_index("trial_id").loc[trial_id, "params"])
         assert arch["model.classify.learnable_difference_modules"] == params["model.classify.learnable_difference_modules"]
     assert Path(best["checkpoint_uri"]) == res.best_checkpoint
+    assert (best["checkpoint_epoch"], best["checkpoint_step"]) == parse_checkpoint_name(best["checkpoint_uri"])
     assert res.best_spec["train"]["num_epochs"] == 1 and res.failed == []
 
 
@@ -159,14 +161,18 @@ def test_warm_started_sweep_pins_architecture_and_starts_at_the_centre(phase1: d
     base["model"]["classify"]["learnable_difference_modules"] = 5  # not the checkpoint's: must be pinned back
     centre = flatten(read_json(p1.best_rec_path)["best"]["specs"])
     cfg = SweepConfig.from_config({
-        "automl": {"algorithm": "bayesian", "max_concurrent_trials": 2, "noise_margin": None, "max_failures": 0,
+        "automl": {"algorithm": "asha", "max_concurrent_trials": 2, "noise_margin": None, "max_failures": 0,
                    "resources_per_trial": {"cpu": 1, "gpu": 0},
                    "search_space": PHASE1_SPACE},
         "phase3": {"automl_max_recommendations": 2}, "seed": 3,
-        "spec_overrides": {"train.num_epochs": 1}}, "phase3")
+        "spec_overrides": {"train.num_epochs": 2}}, "phase3")
     assert cfg.dropped_keys == ("model.classify.learnable_difference_modules",)
-    res = run_sweep(cfg, _inputs(demo_ws, base_spec=base, init_ckpt=init, centre=centre), tmp_path / "final_automl",
-                    "final_automl")
+    from raypipe.tracking import resolve_tracking_uri, start_pipeline_run
+
+    ctx = start_pipeline_run(resolve_tracking_uri(str(tmp_path / "mlruns" / "mlflow.db"), tmp_path), "raypipe-test",
+                             tmp_path, {})
+    res = run_sweep(cfg, _inputs(demo_ws, base_spec=base, init_ckpt=init, centre=centre, tracking=ctx),
+                    tmp_path / "final_automl", "final_automl")
     # Baseline: the starting checkpoint scored on the validation set, beside the trials.
     assert res.baseline_eval is not None and res.baseline_eval["checkpoint"] == str(init)
     n_val = len(pd.read_csv(demo_ws.val_csv))
@@ -188,6 +194,19 @@ def test_warm_started_sweep_pins_architecture_and_starts_at_the_centre(phase1: d
                 assert get_dotted(spec, key) == value, key
     assert res.best_spec["model"]["classify"]["learnable_difference_modules"] == arch[
         "model.classify.learnable_difference_modules"]
+    # One MLflow child run per trial under the phase's context, with its HPs and per-epoch metrics.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ctx.tracking_uri)
+    runs = client.search_runs([ctx.experiment_id], f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'")
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {f"trial_{t}" for t in trials["trial_id"] if t != "baseline"}
+    for r in runs:
+        # ASHA stops a trial inside its last report (at max_t or at a rung): still a finished run.
+        assert r.info.status == "FINISHED" and r.data.tags["status"] in ("complete", "stopped")
+        assert {"train.optim.lr", "train.classify.cls_weight.1"} <= set(r.data.params)  # MLflow-safe key
+        epochs = int(trials.set_index("trial_id").loc[r.info.run_name[len("trial_"):], "epochs_run"])
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_far")] == list(range(1, epochs + 1))
 
 
 def test_space_varying_an_architecture_key_is_refused_before_launch(phase1: dict[str, Any], demo_ws: Any,
@@ -277,12 +296,14 @@ def test_all_trials_failing_stops_the_sweep_with_the_root_cause(demo_ws: Any, tm
 
 def test_val_loss_policy_discards_collapsed_trials(demo_ws: Any, tmp_path: Path) -> None:
     # One epoch on 41 rows: every configuration predicts a single class on the validation set.
-    cfg = SweepConfig(algorithm="grid", metric="val_loss", max_concurrent_trials=2, noise_margin=None,
-                      search_space={"train.classify.cls_weight[1]": {"valid_options": [0.5, 3.0]}},
-                      spec_overrides={"train.num_epochs": 1})
-    sweep_dir = tmp_path / "phase1_automl"
+    # (Random search, seeded; Tune storage on a separate "shared" path as on a cluster.)
+    cfg = SweepConfig(algorithm="random", metric="val_loss", num_trials=2, max_concurrent_trials=2, noise_margin=None,
+                      search_space={"train.classify.cls_weight[1]": {"valid_min": 0.5, "valid_max": 3.0}},
+                      spec_overrides={"train.num_epochs": 1}, storage_path=str(tmp_path / "shared"))
+    sweep_dir = tmp_path / "run_x" / "phase1_automl"
     with pytest.raises(SweepFailedError, match="collapsed"):
         run_sweep(cfg, _inputs(demo_ws), sweep_dir, "phase1")
+    assert len(list((tmp_path / "shared" / "run_x" / "phase1_automl" / "phase1").glob("trial_*"))) == 2
     trials = pd.read_csv(sweep_dir / "trials.csv")
     assert list(trials["status"]) == ["discarded", "discarded"]
     for counts in trials["pred_counts"]:

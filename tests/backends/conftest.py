@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from raypipe.testing import TinyWorkspace, make_tiny_workspace
@@ -11,9 +9,3 @@ from raypipe.testing import TinyWorkspace, make_tiny_workspace
 def tiny_ws(tmp_path_factory: pytest.TempPathFactory) -> TinyWorkspace:
     """32×32, 2 lights, 24 train / 12 validation rows: enough to train 1–2 epochs in about a second."""
     return make_tiny_workspace(tmp_path_factory.mktemp("tiny") / "ws", n_train=24, n_val=12, size=32)
-
-
-def status_lines(out_dir: Path) -> list[dict]:
-    import json
-
-    return [json.loads(x) for x in (out_dir / "status.json").read_text().splitlines() if x.strip()]

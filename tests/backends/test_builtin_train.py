@@ -24,7 +24,7 @@ from raypipe.backends.builtin._config import ModelConfig, architecture_from_spec
 from raypipe.backends.builtin._model import build_model
 from raypipe.spec import ARCHITECTURE_KEYS, nest_dotted
 from raypipe.testing import TinyWorkspace
-from tests.backends.conftest import status_lines
+from raypipe.testing.trainer_conformance import read_status as status_lines
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def test_warm_start_loads_weights_with_fresh_counter(trainer, tiny_ws, source_ru
     assert init["val_loss"] == pytest.approx(last.val_loss, rel=1e-6)
     assert init["val_far"] == pytest.approx(last.val_far) and init["pred_counts"] == last.pred_counts
     assert [e.epoch for e in res.epochs] == [1]
-    assert res.latest_ckpt == tmp_path / "warm" / checkpoint_name(1, res.epochs[0].step)
+    assert res.latest_ckpt == tmp_path / "warm" / checkpoint_name(0, res.epochs[0].step)  # TAO: zero-based file epoch
     assert res.epochs[0].step == math.ceil(24 / 8), "step counter must restart (fresh optimiser, new phase)"
-    assert not any((tmp_path / "warm").glob("model_epoch_002_*"))
+    assert not any((tmp_path / "warm").glob("model_epoch_001_*"))
 
 
 def test_warm_start_from_spec_pretrained_model_path(trainer, tiny_ws, source_run, tmp_path) -> None:
@@ -136,7 +136,7 @@ def test_intervals_decide_checkpoints_and_validation(trainer, tiny_ws, tmp_path)
     spec = nest_dotted({"train.num_epochs": 3, "train.checkpoint_interval": 2, "train.validation_interval": 2},
                        tiny_ws.spec)
     res = trainer.train(spec, tiny_ws.train_csv, tiny_ws.val_csv, tmp_path, images_dir=tiny_ws.images_dir)
-    assert [Path(c).name for c in res.checkpoints] == [checkpoint_name(e.epoch, e.step) for e in res.epochs[1:]]
+    assert [Path(c).name for c in res.checkpoints] == [checkpoint_name(e.epoch - 1, e.step) for e in res.epochs[1:]]
     assert math.isnan(res.epochs[0].val_far) and res.epochs[0].checkpoint is None
     assert all(math.isfinite(e.val_far) for e in res.epochs[1:])
     best = min(res.epochs[1:], key=lambda e: (e.val_far, e.val_loss, -e.epoch))

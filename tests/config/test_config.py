@@ -45,3 +45,8 @@ def test_invalid_values_refused():
         load_config(None, ["automl.algorithm=hyperband"])
     with pytest.raises(ConfigError, match="phase2.max_iterations"):
         load_config(None, ["phase2.max_iterations=0"])
+
+
+def test_exponent_without_dot_is_a_number():
+    cfg = load_config(None, ["spec_overrides.train.optim.lr=1e-4"])
+    assert cfg["spec_overrides"]["train.optim.lr"] == 1e-4

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from raypipe._io import read_json, read_jsonl
 from raypipe.config import load_config
@@ -156,7 +157,7 @@ def test_full_loop_two_iterations(demo_ws, ray_local, tmp_path):
         c1 = pd.read_csv(state["iterations"]["iter1"]["combined_training_csv"], dtype=str, keep_default_na=False)
         c2 = pd.read_csv(state["iterations"]["iter2"]["combined_training_csv"], dtype=str, keep_default_na=False)
         assert c2.iloc[: len(c1)].equals(c1) and len(c2) > len(c1)
-        exp = __import__("yaml").safe_load((rd / "iter2" / "train" / "experiment.yaml").read_text())
+        exp = yaml.safe_load((rd / "iter2" / "train" / "experiment.yaml").read_text())
         ws_ckpts = {state["iterations"][lb]["best_ckpt_path"] for lb in ("baseline", "iter1")}
         assert exp["train"]["pretrained_model_path"] in ws_ckpts
         assert state["current_iteration"] == 2
@@ -238,3 +239,16 @@ def test_resume_after_sigkill_mid_train(demo_ws, tmp_path):
     assert ckpts == [Path(state["iterations"]["iter1"]["best_ckpt_path"]).name]  # the leftover was replaced
     _no_duplicate_training_rows(state)
     assert "DEFT loop complete" in out
+
+
+def test_iteration_spec_is_a_warm_start_not_a_resume(tmp_path):
+    from raypipe.deft.train import iteration_spec
+
+    base = {"train": {"num_epochs": 4, "resume_training_checkpoint_path": "/old/ckpt.pth", "optim": {"lr": 5e-4}},
+            "model": {"backbone": {"type": "changenet_cnn"}}}
+    init = tmp_path / "model_epoch_002_step_00038.pth"
+    spec = iteration_spec(base, overrides={"train.optim.lr": 1e-4, "train.num_epochs": 6}, init_ckpt=init)
+    assert spec["train"]["pretrained_model_path"] == str(init)
+    assert "resume_training_checkpoint_path" not in spec["train"]
+    assert spec["train"]["optim"]["lr"] == 1e-4 and spec["train"]["num_epochs"] == 6
+    assert base["train"]["num_epochs"] == 4 and "resume_training_checkpoint_path" in base["train"]  # not mutated

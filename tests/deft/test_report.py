@@ -79,8 +79,12 @@ def test_report_sections_and_self_contained(tmp_path):
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert html.count("data:image/png;base64,") >= 3  # rca thumbnail + SDG pair
     assert "<svg" in html and "target 10" in html
+    import xml.etree.ElementTree as ET
+
+    svgs = re.findall(r"<svg.*?</svg>", html, flags=re.S)
+    assert len(svgs) >= 4 and all(ET.fromstring(svg).tag.endswith("svg") for svg in svgs)  # well-formed charts
     # trajectory covers Phase 1 (validation) and both loop entries; iter1 delivered
-    assert "phase1" in html and "33" in html and "iter1" in html
+    assert "phase1_best" in html and "33" in html and "iter1" in html and "FAR@95% recall" in html
     # per-iteration table: iter1 has 3 training rows, 1 synthetic (ratio 0.3333), FAR 25 vs 50 → Δ -25
     assert "0.3333" in html and "-25" in html
     assert "texture+missing_0.png" in html

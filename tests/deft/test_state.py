@@ -317,12 +317,18 @@ def test_register_final_automl(tmp_path):
     rd = new_run(tmp_path, baseline=True)
     ck = ckpt(rd, "final_automl", 2, 40)
     ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.1, 0.2])
-    entry = {k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result", "threshold", "far_pct")}
+    # the exact shape the lead's Phase 3 handoff passes (SPEC §7.2)
+    entry = {"status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
+             "parent_ckpt_path": load_state(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+             **{k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result", "threshold", "far_pct",
+                                   "inference_csv")}}
     state = register_final_automl(rd / STATE_FILE, entry, duration_s=4)
     fa = state["iterations"]["final_automl"]
     assert fa["status"] == "complete" and fa["stage_completed"] == "evaluate" and fa["source"] == "automl_phase3"
     assert state["events"][-1]["iter"] == "final_automl" and state["events"][-1]["stage"] == "evaluate"
     # the spec's training_spec can also be a path anywhere (Phase 3 writes its own): must exist
+    with pytest.raises(ValueError, match="stage_completed"):
+        register_final_automl(rd / STATE_FILE, dict(entry, stage_completed="train"))
     bad = dict(entry, training_spec=str(spec_file(rd, "x").with_name("nope.yaml")))
     with pytest.raises(EvidenceError, match="does not exist"):
         register_final_automl(rd / STATE_FILE, bad)

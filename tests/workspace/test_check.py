@@ -302,6 +302,17 @@ def test_labels_normalised_and_extra_columns_kept(small_workspace: Path) -> None
     assert (rows["line_id"] == "L7").all()
 
 
+def test_missing_value_label_is_a_warning(small_workspace: Path) -> None:
+    df = _rows(small_workspace, "train")
+    df.loc[4, "label"] = "NaN"
+    _write(small_workspace, "train", df)
+    report = check_workspace(small_workspace)
+    assert report.ok
+    assert [str(w) for w in report.warnings if "missing value" in str(w)] == [
+        "train/base/training_set.csv: row 5, column 'label': label 'nan' looks like a missing value (1 rows); "
+        "it would train as a defect class"]
+
+
 def test_legacy_kpi_images_root(small_workspace: Path) -> None:
     shutil.move(small_workspace / "images", small_workspace / "kpi" / "images")
     report = check_workspace(small_workspace)

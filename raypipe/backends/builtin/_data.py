@@ -7,7 +7,6 @@ hold indices into it (a golden shared by many rows is stored once).
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +193,3 @@ def epoch_order(n: int, weights: torch.Tensor | None, gen: torch.Generator) -> t
     if weights is None:
         return torch.randperm(n, generator=gen)
     return torch.multinomial(weights, n, replacement=True, generator=gen)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)

@@ -310,7 +310,9 @@ class BuiltinTrainer:
                 v = {"val_loss": math.nan, "val_far": math.nan, "val_threshold": math.nan, "pred_counts": {}}
             ckpt_path = None
             if write_ckpt:
-                ckpt_path = save_checkpoint(out_dir / checkpoint_name(epoch, step), model, arch, epoch=epoch,
+                # File name as TAO (Lightning) writes it: zero-based epoch index, cumulative step, so
+                # the first epoch is model_epoch_000_step_…; the payload keeps the 1-based epoch count.
+                ckpt_path = save_checkpoint(out_dir / checkpoint_name(epoch - 1, step), model, arch, epoch=epoch,
                                             step=step, val_far=v["val_far"], val_loss=v["val_loss"])
                 checkpoints.append(ckpt_path)
             m = EpochMetrics(epoch=epoch, step=step, train_loss=train_loss, val_loss=v["val_loss"],

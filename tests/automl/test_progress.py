@@ -1,0 +1,77 @@
+"""The sweep's live display (rich table on a TTY, plain lines otherwise) and its failure watch."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from types import SimpleNamespace
+
+from raypipe.automl._progress import FailureWatch, StopWhenAllFail, SweepProgress, error_signature, root_cause
+
+KEYS = ("train.optim.lr", "train.classify.cls_weight[1]")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _trial(tid: str, error: str = "") -> SimpleNamespace:
+    # The attributes Tune passes to callbacks that the display reads (trial id, config, error text).
+    return SimpleNamespace(trial_id=tid, config={"train.optim.lr": 1e-3, "train.classify.cls_weight[1]": 7.5},
+                           get_error=lambda: error)
+
+
+def _drive(progress: SweepProgress) -> None:
+    progress.setup()
+    t = _trial("abc_00000")
+    progress.on_trial_start(0, [t], t)
+    progress.on_trial_result(1, [t], t, {"epoch": 1, "val_far": 40.0, "val_loss": 0.5, "score": 40.0})
+    progress.on_trial_complete(2, [t], t)
+    bad = _trial("abc_00001", "Traceback...\nraypipe.backends.base.TrainingError: bad optimizer 'x'")
+    progress.on_trial_start(3, [t, bad], bad)
+    progress.on_trial_error(4, [t, bad], bad)
+    progress.on_experiment_end([t, bad])
+
+
+def test_plain_lines_without_a_terminal() -> None:
+    out = io.StringIO()
+    _drive(SweepProgress("phase1", KEYS, "far_pct", 2, stream=out))
+    text = out.getvalue()
+    assert "[phase1] trial abc_00000 started: lr=0.001 cls_weight[1]=7.5" in text
+    assert "[phase1] trial abc_00000 epoch 1: val_far 40 val_loss 0.5 best far_pct 40" in text
+    assert "trial abc_00001 failed after retries: raypipe.backends.base.TrainingError: bad optimizer 'x'" in text
+    assert "1 trial(s) complete" in text and "\x1b[" not in text
+
+
+def test_rich_table_on_a_terminal_and_pickles_for_restore() -> None:
+    out = _Tty()
+    progress = SweepProgress("phase1", KEYS, "far_pct", 2, stream=out)
+    _drive(progress)
+    text = out.getvalue()
+    assert "1/2 trials done" in text and "abc_00000" in text and "FAILED" in text and "cls_weight[1]" in text
+    restored = pickle.loads(pickle.dumps(progress))  # Tune pickles callbacks into tuner.pkl
+    assert restored._live is None and restored.stream is not None
+
+
+def test_root_cause_and_signature() -> None:
+    tb = "Traceback (most recent call last):\n  File x\nValueError: lr 0.5 too high at step 12\n"
+    assert root_cause(tb) == "ValueError: lr 0.5 too high at step 12"
+    assert error_signature(tb) == error_signature(tb.replace("0.5", "0.25").replace("12", "3"))
+
+
+def test_failure_watch_stops_only_on_one_shared_cause() -> None:
+    watch = FailureWatch(threshold=2)
+    stop = StopWhenAllFail(watch)
+    for _ in range(2):
+        watch.on_trial_error(0, [], _trial("x", "FileNotFoundError: /data/train.csv"))
+    assert stop.stop_all()
+    mixed = FailureWatch(threshold=2)
+    mixed.on_trial_error(0, [], _trial("x", "FileNotFoundError: a"))
+    mixed.on_trial_error(0, [], _trial("y", "MemoryError: b"))
+    assert not StopWhenAllFail(mixed).stop_all()
+    ok = FailureWatch(threshold=2)
+    ok.on_trial_complete(0, [], _trial("z"))
+    for _ in range(3):
+        ok.on_trial_error(0, [], _trial("x", "FileNotFoundError: a"))
+    assert not StopWhenAllFail(ok).stop_all()  # one success: failures are the HPs', not shared
