@@ -87,8 +87,14 @@ def phase1_to_phase2(run_dir: Path, workspace_spec_path: Path, sweep: Any, run_s
                     f"({sweep.ranked[0][3]}); took the #{rank + 1} trial {trial_id} instead")
         break
     if chosen is None:
-        raise HandoffError("Phase 1: the top-3 trials all predict a single class on the validation set; "
-                           "widen the search space (lr, cls_weight[1], fpratio_sampling) or train longer")
+        # Argmax collapse does not stop the ranking by score from working (FAR uses a threshold, not
+        # argmax), so keep the winner rather than halting a run the user already approved — but say so.
+        first = next((c for c in sweep.ranked if c[2] is not None), None)
+        if first is None:
+            raise HandoffError("Phase 1: no trial produced a checkpoint; see phase1_automl/trials.csv for errors")
+        chosen = (first[0], first[1], Path(first[2]))
+        note = ("WARNING: the top trials all predict a single class at argmax on the validation set; kept the "
+                "winner by FAR. Consider more epochs or a wider cls_weight[1]/fpratio_sampling range")
     trial_id, score, src = chosen
     if not src.is_file() or src.stat().st_size == 0:
         raise HandoffError(f"Phase 1 winner checkpoint {src} is missing or empty")

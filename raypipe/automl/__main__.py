@@ -27,14 +27,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one auth mode for every client (STACK.md)
-    import ray
-
-    from raypipe.automl import SweepConfig, SweepError, SweepInputs, run_sweep
     from raypipe.config import load_config
-    from raypipe.spec import load_spec
 
     cfg = load_config(args.config, args.overrides)
+    address = cfg.get("ray_address")
+    if not address:  # a private local Ray: one auth mode for its clients (STACK.md); a cluster keeps its own
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from raypipe.automl import (
+        SearchSpaceError,
+        SweepConfig,
+        SweepConfigError,
+        SweepError,
+        SweepInputs,
+        pinned_architecture,
+        run_sweep,
+        validate_search_space,
+    )
+    from raypipe.spec import load_spec
+
     ws = args.workspace.absolute()
     images = ws / "images" if (ws / "images").is_dir() else ws / "kpi" / "images"
     inputs = SweepInputs(base_spec=load_spec(ws / "specs" / "baseline_spec.yaml"),
@@ -42,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                          val_csv=ws / "train" / "base" / "validation_set.csv", val_images_dir=images,
                          backend=cfg["backend"], backend_options={"device": cfg["device"]} if cfg["backend"] == "builtin" else {},
                          init_ckpt=args.init_ckpt)
-    sweep_cfg = SweepConfig.from_config(cfg, args.phase)
-    address = cfg.get("ray_address")
+    try:  # refuse a bad config or space before starting Ray
+        sweep_cfg = SweepConfig.from_config(cfg, args.phase)
+        validate_search_space(sweep_cfg.search_space, inputs.base_spec, pinned_arch=pinned_architecture(inputs),
+                              pinned=sweep_cfg.spec_overrides)
+    except (SearchSpaceError, SweepConfigError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
     try:

@@ -434,6 +434,7 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
         if rr is not None:
             extra_rows.append(rr)
 
+    _close_trial_runs(inputs.tracking, name, records)
     best = ranked[0]
     best_params = dict(best.params)
     best_spec = build_trial_spec(job, best_params)
@@ -475,6 +476,28 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
         trial_specs=trial_specs, experiment_path=exp_path)
 
 
+def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord]) -> None:
+    """End every trial's MLflow run from the driver, tagged with its final status and checkpoint.
+
+    A trial that Tune stops (ASHA at a rung, the sweep's stopper) is stopped from inside its last
+    ``tune.report`` and its actor may be torn down before the trial's own ``child_run`` ends, which
+    would leave the run RUNNING forever. Re-opening it by its key here is idempotent.
+    """
+    if tracking is None:
+        return
+    from raypipe.tracking import child_run
+
+    for r in records:
+        if r.status in ("not_run", "failed"):  # never started, or ended FAILED by the trial itself
+            continue
+        tags = {"status": r.status, "checkpoint": r.checkpoint or "", "val_far": r.val_far}
+        try:
+            with child_run(tracking, f"trial_{r.trial_id}", key=f"{name}/trial_{r.trial_id}", tags=tags):
+                pass
+        except Exception as exc:  # noqa: BLE001 - tracking must not lose a finished sweep
+            log.warning("%s: could not close the tracking run of trial %s: %s", name, r.trial_id, exc)
+
+
 def _trainable(job: TrialJob, cfg: SweepConfig) -> Any:
     from ray import tune
 
@@ -499,6 +522,7 @@ def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: lis
               param_space=dict(winner.params), search_alg=None, scheduler=None, num_samples=1,
               callbacks=[SweepProgress(name, keys, cfg.metric, 1), *callbacks], watch=watch)
     reruns, rckpts, _ = read_records(exp_path, keys, planned_epochs, False)
+    _close_trial_runs(job.tracking, name, reruns)
     noise.update(rerun_seed=seed)
     if not reruns or reruns[0].status != "complete":
         rr = reruns[0] if reruns else None

@@ -143,7 +143,10 @@ def run_mining(mining_gaps_parquet: Path, pool_csv: Path | None, pool_images_dir
     if t_emb.shape[1] != p_emb.shape[1]:
         raise HardStop(STAGE, f"embedder returned {t_emb.shape[1]}-d target and {p_emb.shape[1]}-d pool vectors",
                        "use the same embedder for targets and pool")
-    t_n, p_n = l2_normalise(t_emb), l2_normalise(p_emb)
+    # Cosine on pool-centred vectors: raw model features share a large common component (every
+    # pair scores ≥ 0.96), which would make min_similarity a no-op. Centring keeps what differs.
+    centre = p_emb.mean(axis=0, keepdims=True)
+    t_n, p_n = l2_normalise(t_emb - centre), l2_normalise(p_emb - centre)
     sims, idx = cosine_knn(t_n, p_n, top_k_per_target)
 
     identity = _identities(pool, pool_images_dir)
