@@ -64,7 +64,7 @@ class Pipeline:
     def _sweep_inputs(self, **kw: Any) -> Any:
         from raypipe.automl import SweepInputs
 
-        return SweepInputs(backend=self.cfg["backend"], backend_options=self._backend_options(), **kw)
+        return SweepInputs(backend=self.cfg["backend"], backend_options=self._backend_options(), run_dir=self.rd, **kw)
 
     def _backend_options(self) -> dict[str, Any]:
         if self.cfg["backend"] == "builtin":
@@ -111,6 +111,8 @@ class Pipeline:
                                    init_ckpt=Path(init) if init else None, tracking=run.context()),
                 self.rd / "phase1_automl", name="phase1")
             run.log_metrics({"best_val_far": sweep.best_score})
+            run.log_dataset(self.ws.train_csv, "training_set", "training")
+            run.log_dataset(self.ws.val_csv, "validation_set", "validation")
             run.log_artifact(sweep.best_rec_path)
             run.log_artifact(sweep.trials_csv)
             handoff = phase1_to_phase2(self.rd, self.ws.spec_path, sweep, self.run_spec)
@@ -171,6 +173,7 @@ class Pipeline:
             outcome = run_loop(self.rd, LoopConfig.from_config(self.cfg), ctx)
             state = read_json(self.rd / "deft_state.json")
             self._lineage_phase2(state, p1, run.run_id)
+            self._log_iteration_datasets(state, run.context())
             for name in ("deft_state.json", "DEFT_Loop_Report.html", "mining_history.json"):
                 if (self.rd / name).is_file():
                     run.log_artifact(self.rd / name)
@@ -221,6 +224,7 @@ class Pipeline:
                                    val_images_dir=self.ws.images_dir, init_ckpt=Path(best["best_ckpt_path"]),
                                    centre=centre, tracking=run.context()),
                 self.rd / "final_automl", name="final_automl")
+            run.log_dataset(train_csv, train_csv.stem, "training")
             run.log_artifact(sweep.best_rec_path)
             run.log_artifact(sweep.trials_csv)
             # Phase 3's winner is scored on the KPI set with the loop's evaluator, so the numbers compare.
@@ -285,6 +289,15 @@ class Pipeline:
                            "parent_checkpoint": parent, "training_data_digest": self._digest(data),
                            "metric": {"name": "far_pct", "value": e["metric_result"]["value"], "split": "kpi"},
                            "mlflow_run_id": run_id})
+
+    def _log_iteration_datasets(self, state: dict[str, Any], phase_ctx: Any) -> None:
+        """Each iteration's combined training CSV becomes an MLflow dataset input of its run."""
+        from raypipe import tracking as tr
+
+        for label, e in state.get("iterations", {}).items():
+            if label.startswith("iter") and e.get("combined_training_csv"):
+                with tr.child_run(phase_ctx, label, key=f"phase2/{label}") as it:
+                    it.log_dataset(Path(e["combined_training_csv"]), f"train_combined_{label}", "training")
 
     def _log_final_artifacts(self, status: str) -> None:
         from raypipe import tracking as tr

@@ -149,6 +149,7 @@ class SweepInputs:
     init_ckpt: Path | None = None  # warm start: train.pretrained_model_path of every trial
     centre: dict[str, Any] | None = None  # dotted HPs of Phase 1's winner: the first trial of Phase 3
     tracking: TrackingContext | None = None
+    run_dir: Path | None = None  # the pipeline's run dir: trials record where they ran in RD/placement.jsonl
 
 
 @dataclass

@@ -353,7 +353,8 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
             train_csv=str(Path(inputs.train_csv).resolve()), train_images_dir=str(Path(inputs.train_images_dir).resolve()),
             val_csv=str(Path(inputs.val_csv).resolve()), val_images_dir=str(Path(inputs.val_images_dir).resolve()),
             backend=inputs.backend, backend_options=dict(inputs.backend_options), seed=seed, metric=cfg.metric,
-            sweep_name=sweep_name, tracking=inputs.tracking)
+            sweep_name=sweep_name, tracking=inputs.tracking,
+            run_dir=str(Path(inputs.run_dir).resolve()) if inputs.run_dir else None)
 
     from raypipe.automl._progress import FailureWatch, SweepProgress  # imports ray: after validation
 

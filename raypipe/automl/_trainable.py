@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping
 
 from raypipe.spec import dump_spec, get_dotted, set_dotted
 
-# Ray cannot pickle a dataclass defined in a test module into workers reliably; keep this one here.
+# Files beside the model in every checkpoint Tune keeps: the epoch's metrics and the trial's spec.
 META_FILE = "trial_meta.json"
 SPEC_FILE = "experiment.yaml"
 
@@ -47,6 +47,7 @@ class TrialJob:
     metric: str  # far_pct | val_loss
     sweep_name: str
     tracking: Any = None  # raypipe.tracking.TrackingContext | None
+    run_dir: str | None = None  # where the trial records its placement (RD/placement.jsonl); None: not recorded
 
 
 def build_trial_spec(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +137,10 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
     started_at = time.time()
     trial_id = tune.get_context().get_trial_id() or "local"
     params = {k: config[k] for k in job.param_keys if k in config}
+    if job.run_dir:
+        from raypipe.placement import record_placement
+
+        record_placement(job.run_dir, phase=job.sweep_name, what=f"trial {trial_id}", extra={"params": params})
     spec = build_trial_spec(job, params)
     gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
     work = Path(tempfile.mkdtemp(prefix=f"raypipe_trial_{trial_id}_"))

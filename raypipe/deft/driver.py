@@ -36,6 +36,7 @@ from raypipe.deft.state import (
     state_path_of,
 )
 from raypipe.metrics import MetricContract, pick_best
+from raypipe.placement import Placement
 from raypipe.workspace._rows import ImageLayout
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,10 @@ def _ts() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
 
 
-def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def _call(fn: Callable[..., Any], kwargs: dict[str, Any], placement: Placement | None = None) -> Any:
+    """A CPU stage inside its Ray task."""
+    if placement is not None:
+        placement.record()
     return fn(**kwargs)
 
 
@@ -230,10 +234,14 @@ class _Loop:
         self.contract = cfg.contract
 
     # -- helpers -----------------------------------------------------------------------------
-    def _cpu(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    def _placement(self, what: str) -> Placement:
+        """Where a stage's Ray task records itself (``RD/placement.jsonl``), e.g. ``iter1/train``."""
+        return Placement(str(self.rd), "phase2", what)
+
+    def _cpu(self, what: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         task = ray.remote(_call).options(num_cpus=float(self.cfg.cpu_stage_resources.get("cpu", 1)),
                                          num_gpus=float(self.cfg.cpu_stage_resources.get("gpu", 0)), max_retries=0)
-        return ray.get(task.remote(fn, kwargs))
+        return ray.get(task.remote(fn, kwargs, self._placement(what)))
 
     def _fresh_ts_dir(self, parent: Path) -> Path:
         """``parent/<TS>/`` after removing any uncommitted attempt (a committed one is never redone)."""
@@ -283,7 +291,7 @@ class _Loop:
             spec = iteration_spec(self._base_spec(state), overrides=self.cfg.train_overrides, init_ckpt=init)
             job = TrainJob(self.ctx.backend, self.ctx.backend_options, spec, Path(entry["combined_training_csv"]),
                            self.ctx.root, self.ctx.val_csv, self.ctx.images_dir, out, init, self.cfg.seed + n)
-        ev = run_train(job, resources=self.cfg.train_resources)
+        ev = run_train(job, resources=self.cfg.train_resources, placement=self._placement(f"{label}/train"))
         vf = ev.get("val_far")
         return ev, (f"trained {ev['num_epochs']} epoch(s) on {ev.get('train_rows', '?')} rows"
                     + (f" from {init.name}" if init else "") + f"; best_val {Path(ev['best_ckpt_path']).name}"
@@ -299,7 +307,8 @@ class _Loop:
                                  "latest": Path(entry["latest_ckpt_path"]) if entry.get("latest_ckpt_path") else None},
                           spec=spec, training_spec=entry["training_spec"], contract=self.contract,
                           kpi_csv=self.ctx.kpi_csv, images_dir=self.ctx.images_dir, backend=self.ctx.backend,
-                          backend_options=self.ctx.backend_options, resources=self.cfg.train_resources)
+                          backend_options=self.ctx.backend_options, resources=self.cfg.train_resources,
+                          placement=self._placement(f"{label}/inference"))
         mr = ev["metric_result"]
         cands = ", ".join(f"{k} {v:.2f}" for k, v in ev["candidates"].items())
         return ev, (f"KPI {mr['name']}={mr['value']:.2f}{mr['unit']} ({ev['best_ckpt_kind']}; {cands}) "
@@ -310,8 +319,8 @@ class _Loop:
 
         entry = state["iterations"][label]
         out = self._fresh_ts_dir(self.rd / label / "rca_results")
-        ev = self._cpu(run_rca, inference_csv=Path(entry["inference_csv"]), out_dir=out, layout=self.ctx.layout,
-                       images_dir=self.ctx.images_dir, min_recall=self.cfg.rca_min_recall,
+        ev = self._cpu(f"{label}/rca", run_rca, inference_csv=Path(entry["inference_csv"]), out_dir=out,
+                       layout=self.ctx.layout, images_dir=self.ctx.images_dir, min_recall=self.cfg.rca_min_recall,
                        top_k_per_label=self.cfg.rca_top_k_per_label)
         return ev, (f"RCA at threshold {ev['rca_threshold']:.4g}: targets "
                     f"{', '.join(ev['rca_target_defects']) or 'none'}")
@@ -324,7 +333,8 @@ class _Loop:
         prev = "baseline" if n == 1 else f"iter{n - 1}"
         gaps = state["iterations"][prev]["rca_gaps_parquet"]
         out = self._fresh_ts_dir(self.rd / label / "routing_results")
-        ev = self._cpu(run_routing, gaps_parquet=Path(gaps), pool_csv=self.ctx.pool_csv, out_dir=out,
+        ev = self._cpu(f"{label}/routing", run_routing, gaps_parquet=Path(gaps), pool_csv=self.ctx.pool_csv,
+                       out_dir=out,
                        supported_labels=supported_sdg_labels(self.cfg.sdg_recipes, self.cfg.sdg_supported_labels))
         from raypipe.deft._evidence import parquet_rows
 
@@ -342,7 +352,8 @@ class _Loop:
 
         n = iteration_number(label)
         entry = state["iterations"][label]
-        ev = self._cpu(run_sdg, anomalygen_gaps_parquet=Path(entry["routing_anomalygen_parquet"]),
+        ev = self._cpu(f"{label}/anomalygen", run_sdg,
+                       anomalygen_gaps_parquet=Path(entry["routing_anomalygen_parquet"]),
                        train_csv=self.ctx.train_csv, train_images_dir=self.ctx.images_dir, iter_dir=self.rd / label,
                        workspace_root=self.ctx.root, layout=self.ctx.layout, num_sdg=self.cfg.num_sdg,
                        recipes=self.cfg.sdg_recipes, iteration=n, seed=self.cfg.seed,
@@ -351,7 +362,7 @@ class _Loop:
             return ev, "SDG skipped: no gap routed to SDG"
         return ev, f"SDG synthesised {ev['anomalygen_amp_allocated']} defect samples"
 
-    def _embed_fn(self, state: Mapping[str, Any]) -> Callable[[Any, Path], Any]:
+    def _embed_fn(self, state: Mapping[str, Any], label: str) -> Callable[[Any, Path], Any]:
         from raypipe.deft._embed import EmbedJob, run_embed
 
         best = self._best_so_far(state)
@@ -362,7 +373,7 @@ class _Loop:
                                              max_retries=0)
 
         def embed(rows: Any, images_dir: Path) -> Any:
-            return ray.get(task.remote(job, rows, Path(images_dir)))
+            return ray.get(task.remote(job, rows, Path(images_dir), self._placement(f"{label}/embed")))
 
         return embed
 
@@ -375,8 +386,9 @@ class _Loop:
         if sdg_rows is None and not entry.get("anomalygen_skipped"):
             sdg_rows = str(self.rd / label / "mining_filter" / "sdg_rows_raw.csv")
         # Mining runs here in the actor (FAISS search is light); the embeddings are Ray tasks.
+        self._placement(f"{label}/data_mining").record()
         ev = run_mining(Path(entry["routing_mining_parquet"]), self.ctx.pool_csv, self.ctx.pool_images,
-                        self.rd / label, embed=self._embed_fn(state), workspace_root=self.ctx.root,
+                        self.rd / label, embed=self._embed_fn(state, label), workspace_root=self.ctx.root,
                         top_k_per_target=self.cfg.top_k_per_target, min_similarity=self.cfg.min_similarity,
                         history_path=self.rd / "mining_history.json", iteration=n, validation_csv=self.ctx.val_csv,
                         validation_images_dir=self.ctx.images_dir, sdg_rows_csv=Path(sdg_rows) if sdg_rows else None)
@@ -391,8 +403,9 @@ class _Loop:
         entry = state["iterations"][label]
         prev = state["iterations"].get(f"iter{n - 1}", {}).get("combined_training_csv") if n > 1 else None
         pool = entry.get("mining_pool_csv") or str(self.rd / label / "mining_filter" / "mining_pool.csv")
-        ev = self._cpu(run_merge, iteration=n, iter_dir=self.rd / label, base_train_csv=self.ctx.train_csv,
-                       base_images_dir=self.ctx.images_dir, prev_combined_csv=Path(prev) if prev else None,
+        ev = self._cpu(f"{label}/data_merge", run_merge, iteration=n, iter_dir=self.rd / label,
+                       base_train_csv=self.ctx.train_csv, base_images_dir=self.ctx.images_dir,
+                       prev_combined_csv=Path(prev) if prev else None,
                        mining_pool_csv=Path(pool), workspace_root=self.ctx.root, validation_csv=self.ctx.val_csv,
                        validation_images_dir=self.ctx.images_dir, kpi_csv=self.ctx.kpi_csv,
                        kpi_images_dir=self.ctx.images_dir, layout=self.ctx.layout)

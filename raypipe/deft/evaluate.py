@@ -21,6 +21,7 @@ import pandas as pd
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
 from raypipe.metrics import MetricContract, MetricUndefinedError, far_at_recall, pick_best, run_evaluator
+from raypipe.placement import Placement
 
 KINDS = ("best_val", "latest")
 
@@ -36,8 +37,11 @@ class InferJob:
     out_dir: Path
 
 
-def _infer(job: InferJob) -> str:
+def _infer(job: InferJob, placement: Placement | None = None) -> str:
     from raypipe.backends import get_backend
+
+    if placement is not None:
+        placement.record()
 
     trainer = get_backend(job.backend, **job.backend_options)
     return str(trainer.infer(job.spec, job.ckpt, job.kpi_csv, job.out_dir, images_dir=job.images_dir))
@@ -90,8 +94,12 @@ def score_histogram_png(inference_csv: Path, out_png: Path, threshold: float | N
 
 def run_evaluate(*, label: str, run_dir: Path, ckpts: Mapping[str, Path | None], spec: dict[str, Any],
                  training_spec: str | Mapping[str, Any], contract: MetricContract, kpi_csv: Path, images_dir: Path,
-                 backend: str, backend_options: dict[str, Any], resources: Mapping[str, float]) -> dict[str, Any]:
-    """Infer + evaluate both checkpoint kinds; return the ``evaluate`` evidence of the better one."""
+                 backend: str, backend_options: dict[str, Any], resources: Mapping[str, float],
+                 placement: Placement | None = None) -> dict[str, Any]:
+    """Infer + evaluate both checkpoint kinds; return the ``evaluate`` evidence of the better one.
+
+    ``placement``: each inference task records itself as ``<placement.what>/<kind>``.
+    """
     import ray
 
     inf_root = fresh_dir(Path(run_dir) / label / "inference")
@@ -105,7 +113,8 @@ def run_evaluate(*, label: str, run_dir: Path, ckpts: Mapping[str, Path | None],
     task = ray.remote(_infer).options(num_cpus=float(resources.get("cpu", 1)),
                                       num_gpus=float(resources.get("gpu", 0)), max_retries=0)
     refs = {kind: task.remote(InferJob(backend, backend_options, spec, ck, Path(kpi_csv), Path(images_dir),
-                                       inf_root / kind)) for kind, ck in distinct.items()}
+                                       inf_root / kind), placement.child(kind) if placement else None)
+            for kind, ck in distinct.items()}
     csvs = {kind: Path(ray.get(ref)) for kind, ref in refs.items()}
     results: dict[str, dict[str, Any]] = {}
     for kind, csv in csvs.items():

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from raypipe._io import atomic_write_text
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
+from raypipe.placement import Placement
 from raypipe.spec import dump_spec, nest_dotted, set_dotted
 
 
@@ -46,9 +47,12 @@ def iteration_spec(base_spec: Mapping[str, Any], *, overrides: Mapping[str, Any]
     return spec
 
 
-def _train(job: TrainJob) -> dict[str, Any]:
+def _train(job: TrainJob, placement: Placement | None = None) -> dict[str, Any]:
     """Runs inside a Ray worker: train and return plain facts (paths as strings)."""
     from raypipe.backends import TrainingError, get_backend
+
+    if placement is not None:
+        placement.record()
 
     trainer = get_backend(job.backend, **job.backend_options)
     try:
@@ -63,18 +67,19 @@ def _train(job: TrainJob) -> dict[str, Any]:
             "num_epochs": len(res.epochs), "steps": steps, "train_rows": res.extra.get("train_rows")}
 
 
-def run_train(job: TrainJob, *, resources: Mapping[str, float]) -> dict[str, Any]:
+def run_train(job: TrainJob, *, resources: Mapping[str, float],
+              placement: Placement | None = None) -> dict[str, Any]:
     """Train as a Ray task with ``resources`` ({cpu, gpu}); return the ``train`` evidence.
 
     The stage's directory is cleared first: a run killed mid-way leaves checkpoints that must not be
-    mistaken for this run's (SPEC §6.2: replaced, never appended).
+    mistaken for this run's (SPEC §6.2: replaced, never appended). ``placement``: recorded by the task.
     """
     import ray
 
     fresh_dir(job.out_dir)
     task = ray.remote(_train).options(num_cpus=float(resources.get("cpu", 1)),
                                       num_gpus=float(resources.get("gpu", 0)), max_retries=0)
-    facts = ray.get(task.remote(job))
+    facts = ray.get(task.remote(job, placement))
     if not facts["steps"]:
         raise HardStop("train", f"training in {job.out_dir} made zero optimiser steps",
                        "check train.num_epochs and the training CSV")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.run._artifacts import check_complete_run, find_run_dir
+from tests.run._mlflow_checks import check_store
+from tests.tracking._server import post_json, running_mlflow_server
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 900
@@ -59,9 +62,10 @@ def _json(path: Path) -> dict:
 
 def test_smoke_run_end_to_end(tiny_workspace, tmp_path):
     log = tmp_path / "run.log"
+    secret = "ngc-" + secrets.token_hex(16)  # planted credential: must appear nowhere in the store
     proc = subprocess.run(_cmd("--config", str(REPO / "experiments" / "smoke.yaml"), "--workspace",
                                str(tiny_workspace), "--yes"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+                          timeout=TIMEOUT, stdin=subprocess.DEVNULL, env={**os.environ, "NGC_KEY": secret})
     log.write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rd = find_run_dir(tiny_workspace)
@@ -78,6 +82,20 @@ def test_smoke_run_end_to_end(tiny_workspace, tmp_path):
     result = json.loads((out / "metric_result.json").read_text())
     best = json.loads((rd / "best_model.json").read_text())
     assert result["value"] == pytest.approx(best["far_pct"])
+
+    # MLflow: the default store is a sqlite db inside ./mlruns of the working directory.
+    store = tmp_path / "mlruns"
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    check_store(uri, rd, phase1_trials=2, epochs=1, secret=secret, store_dir=store)
+    # The same store through `mlflow server` and its REST API.
+    with running_mlflow_server(uri, store / "artifacts", tmp_path) as url:
+        found = post_json(f"{url}/api/2.0/mlflow/runs/search",
+                          {"experiment_ids": [e["experiment_id"] for e in post_json(
+                              f"{url}/api/2.0/mlflow/experiments/search", {"max_results": 100})["experiments"]],
+                           "max_results": 1000})["runs"]
+    names = {r["info"]["run_name"] for r in found}
+    assert {"phase1", "phase2", "phase3", "iter1"} <= names
+    assert sum(1 for r in found if any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))) >= 6
 
 
 def test_sigkill_in_each_phase_then_resume(tiny_workspace, tmp_path):

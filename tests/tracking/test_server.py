@@ -5,15 +5,6 @@ The server is the one process this test starts; it is stopped by its PID with SI
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,64 +19,15 @@ from raypipe.tracking import (
     resolve_tracking_uri,
     start_pipeline_run,
 )
+from tests.tracking._server import post_json, running_mlflow_server
 
 pytestmark = pytest.mark.slow  # the server needs ~13 s to answer /health
-
-STARTUP_DEADLINE_S = 120.0  # 2 shared cores: far above the ~13 s measured in STACK.md
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return int(resp.status)
-
-
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
 
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log_path = tmp_path / "server.log"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination", str(tmp_path / "server_artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if _get(f"{url}/health") == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server: no /health within {STARTUP_DEADLINE_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)  # poll interval, bounded by the deadline above
+    with running_mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "server_artifacts", tmp_path) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def test_nested_runs_through_a_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
@@ -109,12 +51,12 @@ def test_nested_runs_through_a_tracking_server(mlflow_server: str, tmp_path: Pat
     end_pipeline_run(ctx, "FINISHED")
 
     search = f"{mlflow_server}/api/2.0/mlflow/runs/search"
-    parents = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"})["runs"]
+    parents = post_json(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"})["runs"]
     assert [r["info"]["run_id"] for r in parents] == [ctx.parent_run_id]
     assert parents[0]["info"]["status"] == "FINISHED"
-    phases = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}'"})["runs"]
+    phases = post_json(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}'"})["runs"]
     assert [r["info"]["run_name"] for r in phases] == ["phase1"]
-    trials = _post(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{phase.run_id}'"})["runs"]
+    trials = post_json(search, {"experiment_ids": [ctx.experiment_id], "filter": f"tags.`{PARENT_TAG}` = '{phase.run_id}'"})["runs"]
     assert sorted(r["info"]["run_name"] for r in trials) == ["trial_00000", "trial_00001"]
     for r in trials:
         assert r["info"]["status"] == "FINISHED"

@@ -1,0 +1,93 @@
+"""Where each piece of work ran: one JSON line per trial / DEFT task in ``RD/placement.jsonl``.
+
+Called INSIDE a Ray task or trial (the only place that knows its node and the resources Ray gave
+it), so on a multi-node cluster a user can check that GPU work landed on GPU nodes and that
+fractional-GPU trials shared a device. One short line per call: concurrent appends from several
+processes (one per node) to a shared file system interleave whole lines.
+
+    record_placement(run_dir, phase="phase2", what="iter1/train")
+    read_placements(run_dir)  # → [{"ts": …, "phase": "phase2", "what": "iter1/train", "node_id": …}, …]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from raypipe._io import append_jsonl, read_jsonl
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_FILE = "placement.jsonl"
+
+__all__ = ["PLACEMENT_FILE", "Placement", "placement_path", "read_placements", "record_placement"]
+
+
+def placement_path(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / PLACEMENT_FILE
+
+
+def _ray_facts() -> dict[str, Any]:
+    """Node, assigned resources and GPUs of this process, as Ray sees them (None outside Ray)."""
+    facts: dict[str, Any] = {"node_id": None, "node_ip": None, "assigned_resources": None, "gpu_ids": []}
+    try:
+        import ray
+    except ImportError:
+        return facts
+    if not ray.is_initialized():
+        return facts
+    ctx = ray.get_runtime_context()
+    facts["node_id"] = ctx.get_node_id()
+    facts["node_ip"] = ray.util.get_node_ip_address()
+    try:
+        # Only a worker (task, actor, trial) holds resources; a driver gets an AssertionError.
+        facts["assigned_resources"] = dict(ctx.get_assigned_resources())
+        facts["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+    except AssertionError:
+        pass
+    return facts
+
+
+def record_placement(run_dir: str | os.PathLike[str], *, phase: str, what: str,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Append where this process runs to ``RD/placement.jsonl``; returns the record.
+
+    Observability only: a record that cannot be written is logged and skipped (returns None),
+    never a reason to fail the trial or stage that called it.
+    """
+    try:
+        record: dict[str, Any] = {"ts": time.time(), "phase": phase, "what": what, **_ray_facts(),
+                                  "pid": os.getpid(),
+                                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        if extra:
+            record["extra"] = dict(extra)
+        append_jsonl(placement_path(run_dir), record)
+        return record
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        log.warning("could not record the placement of %s/%s in %s: %s", phase, what, run_dir, exc)
+        return None
+
+
+def read_placements(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record of a run dir, in file order ([] when nothing was recorded)."""
+    return list(read_jsonl(placement_path(run_dir)))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What to record, carried into a Ray task (small, picklable); ``None`` in its place records nothing."""
+
+    run_dir: str
+    phase: str
+    what: str
+
+    def record(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        return record_placement(self.run_dir, phase=self.phase, what=self.what, extra=extra)
+
+    def child(self, suffix: str) -> "Placement":
+        """The same run and phase, ``what`` extended: ``iter1/inference`` → ``iter1/inference/best_val``."""
+        return replace(self, what=f"{self.what}/{suffix}")
