@@ -245,16 +245,23 @@ class Pipeline:
                         "stays the deliverable", entry["far_pct"], loop_far, best_label)
 
     def _evaluate_final(self, sweep: Any, loop_best: dict[str, Any]) -> dict[str, Any]:
-        from raypipe.backends import get_backend
-        from raypipe.spec import dump_spec
-        from raypipe._io import atomic_write_text
+        import ray
 
-        trainer = get_backend(self.cfg["backend"], **self._backend_options())
+        from raypipe._io import atomic_write_text
+        from raypipe.deft.evaluate import InferJob, infer_job
+        from raypipe.placement import Placement
+        from raypipe.spec import dump_spec
+
         out = self.rd / "final_automl" / "inference" / "best_val"
         spec_path = self.rd / "final_automl" / "best_spec.yaml"
         atomic_write_text(spec_path, dump_spec(sweep.best_spec))
-        csv = trainer.infer(sweep.best_spec, Path(sweep.best_checkpoint), self.ws.kpi_csv, out,
-                            images_dir=self.ws.images_dir)
+        # A Ray task with the loop's training resources: on a cluster the driver's node has no GPU.
+        res = self.cfg["phase2"]["resources"]["train"]
+        task = ray.remote(infer_job).options(num_cpus=float(res.get("cpu", 1)), num_gpus=float(res.get("gpu", 0)),
+                                             max_retries=0)
+        job = InferJob(self.cfg["backend"], self._backend_options(), sweep.best_spec, Path(sweep.best_checkpoint),
+                       self.ws.kpi_csv, self.ws.images_dir, out)
+        csv = Path(ray.get(task.remote(job, Placement(str(self.rd), "final_automl", "final_automl/inference/best_val"))))
         result = run_evaluator(self.contract, csv, out / "metric_result.json", iter_label="final_automl")
         return {"status": "complete", "stage_completed": "evaluate", "best_ckpt_path": str(Path(sweep.best_checkpoint).resolve()),
                 "training_spec": str(spec_path), "metric_result": result, "threshold": result["threshold"],

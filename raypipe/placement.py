@@ -2,17 +2,21 @@
 
 Called INSIDE a Ray task or trial (the only place that knows its node and the resources Ray gave
 it), so on a multi-node cluster a user can check that GPU work landed on GPU nodes and that
-fractional-GPU trials shared a device. One short line per call: concurrent appends from several
-processes (one per node) to a shared file system interleave whole lines.
+fractional-GPU trials shared a device. One short line per call (one ``write``, ``O_APPEND``):
+concurrent appends from processes on one host interleave whole lines; across NFS clients append is
+not atomic, so a rare collision can garble a line, which the reader skips (``read_jsonl``).
 
     record_placement(run_dir, phase="phase2", what="iter1/train")
     read_placements(run_dir)  # → [{"ts": …, "phase": "phase2", "what": "iter1/train", "node_id": …}, …]
+
+``python -m raypipe.placement RD`` prints the records as a table.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +28,8 @@ log = logging.getLogger(__name__)
 
 PLACEMENT_FILE = "placement.jsonl"
 
-__all__ = ["PLACEMENT_FILE", "Placement", "placement_path", "read_placements", "record_placement"]
+__all__ = ["PLACEMENT_FILE", "Placement", "format_placements", "placement_path", "read_placements",
+           "record_placement"]
 
 
 def placement_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -91,3 +96,25 @@ class Placement:
     def child(self, suffix: str) -> "Placement":
         """The same run and phase, ``what`` extended: ``iter1/inference`` → ``iter1/inference/best_val``."""
         return replace(self, what=f"{self.what}/{suffix}")
+
+
+def format_placements(records: list[Mapping[str, Any]], node_names: Mapping[str, str] | None = None) -> str:
+    """One line per record, in time order: phase, what, node (short id or a given name), resources, GPUs."""
+    names = dict(node_names or {})
+    rows = [("phase", "what", "node", "resources", "gpu_ids")]
+    for r in sorted(records, key=lambda r: r.get("ts") or 0.0):
+        node = r.get("node_id") or "-"
+        res = r.get("assigned_resources")
+        rows.append((str(r.get("phase")), str(r.get("what")), names.get(node, node[:8]),
+                     "-" if res is None else ",".join(f"{k}={v:g}" for k, v in sorted(res.items())) or "{}",
+                     ",".join(r.get("gpu_ids") or []) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m raypipe.placement RUN_DIR")
+    if not placement_path(sys.argv[1]).is_file():
+        sys.exit(f"error: {placement_path(sys.argv[1])} does not exist (nothing recorded in this run dir yet)")
+    print(format_placements(read_placements(sys.argv[1])))

@@ -20,7 +20,7 @@ import yaml
 from raypipe import pipeline_state
 from raypipe._io import atomic_write_text
 from raypipe.config import ConfigError, config_digest, dump_config, load_config, package_defaults
-from raypipe.spec import dump_spec, load_spec
+from raypipe.spec import dump_spec, flatten, load_spec
 
 log = logging.getLogger("raypipe")
 DEFAULT_EXPERIMENT = Path("experiments") / "aoi_default.yaml"
@@ -232,6 +232,8 @@ def _run(a: argparse.Namespace, cfg: dict[str, Any], changed: bool, workspace: P
 
         uri = tr.resolve_tracking_uri(cfg["tracking"]["tracking_uri"], Path.cwd())
         tracking = tr.start_pipeline_run(uri, cfg["tracking"]["experiment_name"], rd, _run_tags(cfg))
+        # The effective config, dotted, so runs compare side by side in `mlflow ui` (secrets are filtered).
+        tr.pipeline_logger(tracking).log_params({k: v for k, v in flatten(cfg).items() if k != "workspace"})
     from raypipe.pipeline import Pipeline, print_summary, resume_hint
 
     print(f"\nrun dir: {rd}")

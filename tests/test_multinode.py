@@ -1,31 +1,38 @@
 """Multi-node Ray: trials spread over nodes, share fractional GPUs, and survive losing a node.
 
-A real multi-node Ray cluster in one process tree (``ray.cluster_utils.Cluster``): a head with no
-CPUs and two worker nodes with 2 CPUs and 2 (fake) GPUs each. Trials take ``{"cpu": 1, "gpu": 0.5}``,
-so each node fits exactly two and four trials must use both nodes. Synchronisation is a barrier
-actor pinned to the head, never a sleep: a trial proceeds only when the others have arrived, which
-is what proves they ran at the same time.
+A real multi-node Ray cluster in one process tree (``ray.cluster_utils.Cluster``): a head with one
+CPU and no GPU (like a real cluster's head) and two worker nodes with 2 CPUs and 1 (fake) GPU each.
+Trials take ``{"cpu": 1, "gpu": 0.5}`` and need a GPU, so each worker fits exactly two (sharing its
+GPU) and four trials must use both workers. Synchronisation is a barrier actor pinned to the head,
+never a sleep: a trial proceeds only when the others have arrived, which is what proves they ran at
+the same time.
 
 Tests, in order (the cluster is module-scoped; the node-loss test removes a node, so it is last):
 1. four half-GPU trials run concurrently on both nodes with ``CUDA_VISIBLE_DEVICES`` assigned;
 2. raypipe's own Phase 1 sweep (``run_sweep``, built-in backend, tiny demo workspace) uses both nodes;
-3. a worker node is hard-killed mid-sweep: its trials are retried on the other node
+3. the whole smoke pipeline (``python -m raypipe.run --ray-address …`` in a subprocess) runs on the
+   cluster: trials on both workers, two half-GPU trials at once on one GPU, DEFT's GPU stages on GPU
+   nodes, CPU stages anywhere — read from the run's ``placement.jsonl`` — and the cluster survives it;
+4. a worker node is hard-killed mid-sweep: its trials are retried on the other node
    (``FailureConfig(max_failures)``) and the sweep completes.
 
 Auth: Ray 2.60 token auth requires every node and driver to agree on ``RAY_AUTH_MODE``. The nodes
-of ``Cluster`` and this driver run in this process tree and inherit it; the fixture pins it to
-``disabled`` when unset (and leaves an explicit setting alone), so they always agree.
+of ``Cluster``, this driver and the pipeline subprocess run in this process tree and inherit it; the
+fixture pins it to ``disabled`` when unset (and leaves an explicit setting alone), so they agree.
 
-To run the smoke pipeline here, start ``python -m raypipe.run --ray-address <cluster.address> …`` as a
-subprocess from a test using the ``cluster`` fixture: it inherits ``RAY_AUTH_MODE`` from this process.
+By hand (docs/cluster.md): ``python -m pytest tests/test_multinode.py -k smoke_pipeline -s`` prints
+the pipeline's placement table and wall time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +42,9 @@ import ray
 from ray import tune
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from tests.conftest import REPO
+from tests.run._artifacts import check_complete_run, find_run_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -97,7 +107,7 @@ def _trial(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """Head (0 CPU) + 2 workers × (2 CPU, 2 fake GPU); driver connected; always shut down.
+    """Head (1 CPU, no GPU) + 2 workers × (2 CPU, 1 fake GPU); driver connected; always shut down.
 
     Module-scoped (starting three nodes is the slow part); the node-loss test removes a worker, so
     it is the last test in this file.
@@ -108,14 +118,14 @@ def cluster() -> Iterator[Cluster]:
     if ray.is_initialized():  # a driver can join only one cluster at a time
         ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False,
+        "num_cpus": 1, "num_gpus": 0, "include_dashboard": False,
         # detect a killed node in ~2 s instead of the default ~30 s
         "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
                            "health_check_failure_threshold": 2},
     })
     try:
         for _ in range(2):
-            c.add_node(num_cpus=2, num_gpus=2)
+            c.add_node(num_cpus=2, num_gpus=1)
         c.wait_for_nodes()
         ray.init(address=c.address, namespace=GATE_NAMESPACE, include_dashboard=False)
         yield c
@@ -124,6 +134,14 @@ def cluster() -> Iterator[Cluster]:
         c.shutdown()
         if set_mode:
             os.environ.pop("RAY_AUTH_MODE", None)
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny demo workspace for the module (the sweep test only reads it; the pipeline adds results/)."""
+    from raypipe.workspace import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("multinode") / "ws", seed=0, scale=0.05)
 
 
 def _gate(c: Cluster) -> tuple[Any, str]:
@@ -175,13 +193,11 @@ class RecordTrialProcesses(tune.Callback):
             self.parents[trial.trial_id] = int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def test_real_phase1_sweep_spreads_over_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
+def test_real_phase1_sweep_spreads_over_both_nodes(cluster: Cluster, demo_ws: Path, tmp_path: Path) -> None:
     """raypipe's own sweep (built-in backend, tiny demo workspace) schedules trials on both GPU nodes."""
     from raypipe.automl import SweepConfig, SweepInputs, run_sweep
     from raypipe.spec import load_spec, nest_dotted
-    from raypipe.workspace import generate_demo
-
-    ws = generate_demo(tmp_path / "ws", seed=0, scale=0.05)
+    ws = demo_ws
     spec = nest_dotted({"dataset.classify.image_width": 32, "dataset.classify.image_height": 32,
                         "model.classify.learnable_difference_modules": 2, "model.classify.embedding_vectors": 2,
                         "model.classify.embed_dec": 8, "dataset.classify.augmentation_config.augment": False},
@@ -201,6 +217,89 @@ def test_real_phase1_sweep_spreads_over_both_nodes(cluster: Cluster, tmp_path: P
     nodes = [raylets.get(ppid) for ppid in recorder.parents.values()]
     assert len(nodes) == 4 and None not in nodes, (recorder.parents, raylets)
     assert set(nodes) == {n.node_id for n in cluster.worker_nodes}
+
+
+# The smoke profile on the cluster: 4 half-GPU Phase 1 trials (two per worker, sharing its GPU),
+# whole-GPU DEFT training/inference/embedding, no MLflow (not what this test is about).
+PIPELINE_OVERRIDES = ["automl.resources_per_trial.gpu=0.5", "automl.max_concurrent_trials=4",
+                      "phase1.automl_max_recommendations=4", "phase2.resources.train.gpu=1", "tracking.enabled=false"]
+PIPELINE_TIMEOUT_S = 300
+GPU_STAGES = ("/train", "/embed")  # + "<label>/inference/<kind>"; CPU stages: rca, routing, anomalygen, data_merge
+CPU_STAGES = ("/rca", "/routing", "/anomalygen", "/data_merge")
+
+
+def _trial_intervals(sweep_dir: Path) -> dict[str, tuple[float, float]]:
+    """trial id → (started_at, end of its last reported epoch), from Tune's own result.json files."""
+    out: dict[str, tuple[float, float]] = {}
+    for result in sweep_dir.glob("*/result.json"):
+        last = json.loads(result.read_text().splitlines()[-1])
+        out[last["trial_id"]] = (last["started_at"], last["started_at"] + last["compute_s"])
+    return out
+
+
+@pytest.mark.timeout(PIPELINE_TIMEOUT_S + 60)
+def test_smoke_pipeline_places_trials_and_gpu_stages_on_gpu_nodes(cluster: Cluster, demo_ws: Path,
+                                                                   tmp_path: Path) -> None:
+    from raypipe.placement import format_placements, read_placements
+
+    workers = {n.node_id for n in cluster.worker_nodes}
+    head = cluster.head_node.node_id
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    assert env["RAY_AUTH_MODE"] == os.environ["RAY_AUTH_MODE"]  # the subprocess joins with the cluster's mode
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "raypipe.run", "--config", str(REPO / "experiments" / "smoke.yaml"),
+                           "--workspace", str(demo_ws), "--yes", "--ray-address", cluster.address,
+                           *PIPELINE_OVERRIDES], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=PIPELINE_TIMEOUT_S)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rd = find_run_dir(demo_ws)
+    state = check_complete_run(rd)
+
+    # The pipeline joined the cluster and left it running: every node is still alive.
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert alive >= workers | {head}
+
+    recs = read_placements(rd)
+    names = {head: "head", **{n.node_id: f"worker{i}" for i, n in enumerate(cluster.worker_nodes, 1)}}
+    print(f"\nsmoke pipeline on 3 local nodes: {wall:.1f} s\n{format_placements(recs, names)}")
+
+    # (a) every trial of both sweeps recorded once, on a GPU worker; Phase 1's four used both workers.
+    for phase, sweep_dir in (("phase1", rd / "phase1_automl" / "phase1"),
+                             ("final_automl", rd / "final_automl" / "final_automl")):
+        trials = {r["what"].removeprefix("trial "): r for r in recs if r["phase"] == phase}
+        assert set(trials) == set(_trial_intervals(sweep_dir)), phase
+        assert {r["node_id"] for r in trials.values()} <= workers, phase
+        for r in trials.values():
+            assert r["assigned_resources"]["GPU"] == 0.5 and r["gpu_ids"] == [r["cuda_visible_devices"]]
+    p1 = {r["what"].removeprefix("trial "): r for r in recs if r["phase"] == "phase1"}
+    assert len(p1) == 4 and {r["node_id"] for r in p1.values()} == workers
+
+    # (b) half-GPU trials shared a GPU: on each worker two trials on the same GPU id, at the same time.
+    intervals = _trial_intervals(rd / "phase1_automl" / "phase1")
+    by_gpu: dict[tuple[str, str], list[str]] = {}
+    for trial_id, r in p1.items():
+        by_gpu.setdefault((r["node_id"], r["gpu_ids"][0]), []).append(trial_id)
+    assert sorted(len(v) for v in by_gpu.values()) == [2, 2], by_gpu
+    for pair in by_gpu.values():
+        (s1, e1), (s2, e2) = (intervals[t] for t in pair)
+        assert max(s1, s2) < min(e1, e2), (pair, intervals)  # overlapping lifetimes
+
+    # (c) DEFT: GPU stages on GPU workers with a whole GPU; CPU stages anywhere, without a GPU.
+    p2 = [r for r in recs if r["phase"] == "phase2"]
+    whats = {r["what"] for r in p2}
+    expected = {"baseline/inference/best_val", "baseline/rca", "iter1/routing", "iter1/anomalygen",
+                "iter1/data_merge", "iter1/train", "iter1/inference/best_val"}
+    if not state["iterations"]["iter1"].get("data_mining_skipped"):
+        expected.add("iter1/embed")
+    assert expected <= whats, expected - whats
+    for r in p2:
+        if r["what"].endswith(GPU_STAGES) or "/inference/" in r["what"]:
+            assert r["node_id"] in workers and r["node_id"] != head, r
+            assert r["assigned_resources"]["GPU"] == 1.0 and len(r["gpu_ids"]) == 1, r
+        elif r["what"].endswith(CPU_STAGES):
+            assert r["node_id"] in workers | {head}, r
+            assert "GPU" not in r["assigned_resources"] and r["gpu_ids"] == [], r
 
 
 class KillNodeWhenAllArrived(tune.Callback):

@@ -37,7 +37,8 @@ class InferJob:
     out_dir: Path
 
 
-def _infer(job: InferJob, placement: Placement | None = None) -> str:
+def infer_job(job: InferJob, placement: Placement | None = None) -> str:
+    """Run one inference (a Ray task body): the same code path for DEFT entries and Phase 3's winner."""
     from raypipe.backends import get_backend
 
     if placement is not None:
@@ -110,7 +111,7 @@ def run_evaluate(*, label: str, run_dir: Path, ckpts: Mapping[str, Path | None],
             distinct[kind] = Path(ck)
     if "best_val" not in distinct:
         raise HardStop("evaluate", f"{label}: no checkpoint to evaluate", "re-run the train stage")
-    task = ray.remote(_infer).options(num_cpus=float(resources.get("cpu", 1)),
+    task = ray.remote(infer_job).options(num_cpus=float(resources.get("cpu", 1)),
                                       num_gpus=float(resources.get("gpu", 0)), max_retries=0)
     refs = {kind: task.remote(InferJob(backend, backend_options, spec, ck, Path(kpi_csv), Path(images_dir),
                                        inf_root / kind), placement.child(kind) if placement else None)

@@ -19,7 +19,7 @@ def test_threads_outside_ray_use_every_core() -> None:
 def test_threads_inside_ray_task_follow_assigned_cpus() -> None:
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         @ray.remote(num_cpus=1)
         def one() -> int:

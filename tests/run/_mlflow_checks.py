@@ -18,7 +18,8 @@ def _children(client: MlflowClient, exp_ids: list[str], parent_id: str) -> dict[
 def check_store(uri: str, rd: Path, *, phase1_trials: int, epochs: int, secret: str, store_dir: Path) -> dict:
     client = MlflowClient(uri)
     exp_ids = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(exp_ids, filter_string=f"tags.`{RUN_DIR_TAG}` = '{rd}'")
+    parents = [r for r in client.search_runs(exp_ids, filter_string=f"tags.`{RUN_DIR_TAG}` = '{rd}'")
+               if PARENT_TAG not in r.data.tags]
     assert len(parents) == 1, [p.info.run_name for p in parents]
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -39,7 +40,7 @@ def check_store(uri: str, rd: Path, *, phase1_trials: int, epochs: int, secret: 
     iters = _children(client, exp_ids, phases["phase2"].info.run_id)
     assert "iter1" in iters, set(iters)
     it1 = client.get_run(iters["iter1"].info.run_id)
-    assert "far_pct" in it1.data.metrics
+    assert "kpi_far_pct" in it1.data.metrics and "rows_sdg" in it1.data.metrics
     digests = {d.dataset.digest for d in it1.inputs.dataset_inputs}
     combined = next((rd / "iter1" / "dataset").glob("train_combined_iter1.csv"))
     assert data_digest(combined) in digests, digests

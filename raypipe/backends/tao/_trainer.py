@@ -103,14 +103,8 @@ class TaoTrainer:
             val_csv=tao_spec.stage_csv(Path(val_csv), layout, out_dir),
             images_dir=layout.expose(images_dir), val_images_dir=layout.expose(val_images),
             results_dir=results_c, init_ckpt=layout.expose(init_ckpt) if init_ckpt else None, seed=seed)
-        spec_path = out_dir / "experiment.yaml"
-        atomic_write_text(spec_path, dump_spec(container_spec))
-        command = ["visual_changenet", "train", "-e", layout.container_path(spec_path),
-                   f"results_dir={results_c}"]
-        log = out_dir / "train.log"
-        code = run_container(self._docker(), self._run(command, layout, "train"), log)
-        status = results.read_status(out_dir / "status.json")
-        _raise_on_failure("train", code, status, log)
+        spec_path, log = out_dir / "experiment.yaml", out_dir / "train.log"
+        status = self._run_task("train", container_spec, spec_path, layout, results_c, log, out_dir)
         ckpts = results.find_checkpoints(out_dir)
         if not ckpts:
             raise TrainingError(f"TAO train exited 0 but wrote no model_epoch_<EEE>_step_<SSS>.pth under "
@@ -143,13 +137,8 @@ class TaoTrainer:
         container_spec = tao_spec.inference_spec(
             spec, layout, csv=tao_spec.stage_csv(Path(csv), layout, tao_dir),
             images_dir=layout.expose(images_dir), checkpoint=layout.expose(ckpt), results_dir=results_c)
-        spec_path = tao_dir / "inference_spec.yaml"
-        atomic_write_text(spec_path, dump_spec(container_spec))
-        command = ["visual_changenet", "inference", "-e", layout.container_path(spec_path),
-                   f"results_dir={results_c}"]
         log = out_dir / "inference.log"
-        code = run_container(self._docker(), self._run(command, layout, "inference"), log)
-        _raise_on_failure("inference", code, results.read_status(tao_dir / "status.json"), log)
+        self._run_task("inference", container_spec, tao_dir / "inference_spec.yaml", layout, results_c, log, tao_dir)
         tao_csv = results.find_inference_csv(tao_dir)
         if tao_csv is None:
             raise TrainingError(f"TAO inference exited 0 but wrote no inference.csv under {tao_dir}.\n"
@@ -174,14 +163,8 @@ class TaoTrainer:
             spec, layout, csv=tao_spec.stage_csv(Path(csv), layout, tao_dir),
             images_dir=layout.expose(images_dir), checkpoint=layout.expose(ckpt), results_dir=results_c,
             task="evaluate")
-        spec_path = tao_dir / "evaluate_spec.yaml"
-        atomic_write_text(spec_path, dump_spec(container_spec))
-        command = ["visual_changenet", "evaluate", "-e", layout.container_path(spec_path),
-                   f"results_dir={results_c}"]
-        log = out_dir / "evaluate.log"
-        code = run_container(self._docker(), self._run(command, layout, "evaluate"), log)
-        status = results.read_status(tao_dir / "status.json")
-        _raise_on_failure("evaluate", code, status, log)
+        status = self._run_task("evaluate", container_spec, tao_dir / "evaluate_spec.yaml", layout, results_c,
+                                out_dir / "evaluate.log", tao_dir)
         return results.last_kpi(status)
 
     def embed(self, spec: dict[str, Any], ckpt: Path | None, rows: pd.DataFrame, *, images_dir: Path) -> np.ndarray:
@@ -191,6 +174,16 @@ class TaoTrainer:
             "with raypipe's pixel embedder, or use `backend: builtin`.")
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _run_task(self, task: str, container_spec: dict[str, Any], spec_path: Path, layout: ContainerLayout,
+                  results_c: str, log: Path, status_dir: Path) -> list[dict[str, Any]]:
+        """Write the container spec, run ``visual_changenet <task>``, fail on exit code or FAILURE status."""
+        atomic_write_text(spec_path, dump_spec(container_spec))
+        command = ["visual_changenet", task, "-e", layout.container_path(spec_path), f"results_dir={results_c}"]
+        code = run_container(self._docker(), self._run(command, layout, task), log)
+        status = results.read_status(status_dir / "status.json")
+        _raise_on_failure(task, code, status, log)
+        return status
 
     def _docker(self) -> Any:
         if self._client is None:
