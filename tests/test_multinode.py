@@ -267,12 +267,13 @@ def test_smoke_pipeline_places_trials_and_gpu_stages_on_gpu_nodes(cluster: Clust
     # (a) every trial of both sweeps recorded once, on a GPU worker; Phase 1's four used both workers.
     for phase, sweep_dir in (("phase1", rd / "phase1_automl" / "phase1"),
                              ("final_automl", rd / "final_automl" / "final_automl")):
-        trials = {r["what"].removeprefix("trial "): r for r in recs if r["phase"] == phase}
+        trials = {r["what"].removeprefix("trial "): r for r in recs
+                  if r["phase"] == phase and r["what"].startswith("trial ")}
         assert set(trials) == set(_trial_intervals(sweep_dir)), phase
         assert {r["node_id"] for r in trials.values()} <= workers, phase
         for r in trials.values():
             assert r["assigned_resources"]["GPU"] == 0.5 and r["gpu_ids"] == [r["cuda_visible_devices"]]
-    p1 = {r["what"].removeprefix("trial "): r for r in recs if r["phase"] == "phase1"}
+    p1 = {r["what"].removeprefix("trial "): r for r in recs if r["phase"] == "phase1" and r["what"].startswith("trial ")}
     assert len(p1) == 4 and {r["node_id"] for r in p1.values()} == workers
 
     # (b) half-GPU trials shared a GPU: on each worker two trials on the same GPU id, at the same time.
@@ -284,6 +285,10 @@ def test_smoke_pipeline_places_trials_and_gpu_stages_on_gpu_nodes(cluster: Clust
     for pair in by_gpu.values():
         (s1, e1), (s2, e2) = (intervals[t] for t in pair)
         assert max(s1, s2) < min(e1, e2), (pair, intervals)  # overlapping lifetimes
+
+    # Phase 3's winner is scored on the KPI set by a GPU task too, never on the GPU-less head.
+    final = [r for r in recs if r["what"] == "final_automl/inference/best_val"]
+    assert len(final) == 1 and final[0]["node_id"] in workers and final[0]["assigned_resources"]["GPU"] == 1.0
 
     # (c) DEFT: GPU stages on GPU workers with a whole GPU; CPU stages anywhere, without a GPU.
     p2 = [r for r in recs if r["phase"] == "phase2"]

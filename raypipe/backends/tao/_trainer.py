@@ -128,17 +128,8 @@ class TaoTrainer:
 
     def infer(self, spec: dict[str, Any], ckpt: Path, csv: Path, out_dir: Path, *, images_dir: Path) -> Path:
         out_dir = Path(out_dir).resolve()
-        tao_dir = out_dir / "tao_inference"
-        if tao_dir.exists():  # a re-run replaces partial outputs; never picks up an old CSV
-            shutil.rmtree(tao_dir)
-        tao_dir.mkdir(parents=True)
-        layout = self._layout()
-        results_c = layout.expose(tao_dir, writable=True)
-        container_spec = tao_spec.inference_spec(
-            spec, layout, csv=tao_spec.stage_csv(Path(csv), layout, tao_dir),
-            images_dir=layout.expose(images_dir), checkpoint=layout.expose(ckpt), results_dir=results_c)
         log = out_dir / "inference.log"
-        self._run_task("inference", container_spec, tao_dir / "inference_spec.yaml", layout, results_c, log, tao_dir)
+        tao_dir, _ = self._run_on_csv("inference", spec, ckpt, csv, out_dir, images_dir, log)
         tao_csv = results.find_inference_csv(tao_dir)
         if tao_csv is None:
             raise TrainingError(f"TAO inference exited 0 but wrote no inference.csv under {tao_dir}.\n"
@@ -153,18 +144,7 @@ class TaoTrainer:
         is for comparing with numbers TAO users already know.
         """
         out_dir = Path(out_dir).resolve()
-        tao_dir = out_dir / "tao_evaluate"
-        if tao_dir.exists():
-            shutil.rmtree(tao_dir)
-        tao_dir.mkdir(parents=True)
-        layout = self._layout()
-        results_c = layout.expose(tao_dir, writable=True)
-        container_spec = tao_spec.inference_spec(
-            spec, layout, csv=tao_spec.stage_csv(Path(csv), layout, tao_dir),
-            images_dir=layout.expose(images_dir), checkpoint=layout.expose(ckpt), results_dir=results_c,
-            task="evaluate")
-        status = self._run_task("evaluate", container_spec, tao_dir / "evaluate_spec.yaml", layout, results_c,
-                                out_dir / "evaluate.log", tao_dir)
+        _, status = self._run_on_csv("evaluate", spec, ckpt, csv, out_dir, images_dir, out_dir / "evaluate.log")
         return results.last_kpi(status)
 
     def embed(self, spec: dict[str, Any], ckpt: Path | None, rows: pd.DataFrame, *, images_dir: Path) -> np.ndarray:
@@ -174,6 +154,23 @@ class TaoTrainer:
             "with raypipe's pixel embedder, or use `backend: builtin`.")
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _run_on_csv(self, task: str, spec: dict[str, Any], ckpt: Path, csv: Path, out_dir: Path, images_dir: Path,
+                    log: Path) -> tuple[Path, list[dict[str, Any]]]:
+        """``inference``/``evaluate`` of ``ckpt`` on one CSV in a fresh ``out_dir/tao_<task>`` (a re-run
+        replaces partial outputs and never picks up an old CSV)."""
+        tao_dir = out_dir / f"tao_{task}"
+        if tao_dir.exists():
+            shutil.rmtree(tao_dir)
+        tao_dir.mkdir(parents=True)
+        layout = self._layout()
+        results_c = layout.expose(tao_dir, writable=True)
+        container_spec = tao_spec.inference_spec(
+            spec, layout, csv=tao_spec.stage_csv(Path(csv), layout, tao_dir),
+            images_dir=layout.expose(images_dir), checkpoint=layout.expose(ckpt), results_dir=results_c,
+            task=task)
+        status = self._run_task(task, container_spec, tao_dir / f"{task}_spec.yaml", layout, results_c, log, tao_dir)
+        return tao_dir, status
 
     def _run_task(self, task: str, container_spec: dict[str, Any], spec_path: Path, layout: ContainerLayout,
                   results_c: str, log: Path, status_dir: Path) -> list[dict[str, Any]]:
