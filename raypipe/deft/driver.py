@@ -68,6 +68,7 @@ class LoopConfig:
     min_similarity: float = 0.80
     embedder: str = "model"  # model | pixels
     train_overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys, loop iterations only
+    finetune_lr_scale: float = 0.25  # warm-started iterations train at this fraction of the spec's lr
     spec_overrides: dict[str, Any] = field(default_factory=dict)  # top-level spec_overrides (every spec)
     backend: str = "builtin"
     seed: int = 42
@@ -110,6 +111,7 @@ class LoopConfig:
             min_similarity=float(mf["min_similarity"]),
             embedder=str(mf.get("embedder", "model")),
             train_overrides=dict(p2.get("train_overrides") or {}),
+            finetune_lr_scale=float(p2.get("finetune_lr_scale", 1.0)),
             spec_overrides=dict(full.get("spec_overrides") or {}),
             backend=str(full.get("backend", "builtin")),
             seed=int(full.get("seed", 42)),
@@ -288,7 +290,8 @@ class _Loop:
             entry = state["iterations"][label]
             prev = self._best_so_far(state)
             init = Path(prev["best_ckpt_path"])
-            spec = iteration_spec(self._base_spec(state), overrides=self.cfg.train_overrides, init_ckpt=init)
+            spec = iteration_spec(self._base_spec(state), overrides=self.cfg.train_overrides, init_ckpt=init,
+                                  lr_scale=self.cfg.finetune_lr_scale)
             job = TrainJob(self.ctx.backend, self.ctx.backend_options, spec, Path(entry["combined_training_csv"]),
                            self.ctx.root, self.ctx.val_csv, self.ctx.images_dir, out, init, self.cfg.seed + n)
         ev = run_train(job, resources=self.cfg.train_resources, placement=self._placement(f"{label}/train"))

@@ -18,7 +18,7 @@ from raypipe._io import atomic_write_text
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
 from raypipe.placement import Placement
-from raypipe.spec import dump_spec, nest_dotted, set_dotted
+from raypipe.spec import dump_spec, get_dotted, nest_dotted, set_dotted
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,17 @@ class TrainJob:
 
 
 def iteration_spec(base_spec: Mapping[str, Any], *, overrides: Mapping[str, Any] | None,
-                   init_ckpt: Path | None) -> dict[str, Any]:
-    """The training spec of a loop iteration: base spec + dotted overrides + the warm-start weights."""
+                   init_ckpt: Path | None, lr_scale: float = 1.0) -> dict[str, Any]:
+    """The training spec of a loop iteration: base spec + dotted overrides + the warm-start weights.
+
+    ``lr_scale`` multiplies the (AutoML-tuned) learning rate unless ``overrides`` set it: a warm
+    start restarts the schedule at full lr, which on the demo undid the tuned baseline (iter1 KPI
+    FAR 88 % at scale 1 vs 74 % at 0.25, baseline 80 %).
+    """
     spec = nest_dotted(dict(overrides or {}), copy.deepcopy(dict(base_spec)))
+    lr = get_dotted(spec, "train.optim.lr", None)
+    if init_ckpt is not None and "train.optim.lr" not in (overrides or {}) and isinstance(lr, (int, float)):
+        set_dotted(spec, "train.optim.lr", float(lr) * lr_scale)
     set_dotted(spec, "train.pretrained_model_path", str(init_ckpt) if init_ckpt else None)
     # A warm start is weights only: a resume key copied from a TAO spec would restart an old schedule.
     spec.get("train", {}).pop("resume_training_checkpoint_path", None)

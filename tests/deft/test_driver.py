@@ -252,3 +252,18 @@ def test_iteration_spec_is_a_warm_start_not_a_resume(tmp_path):
     assert "resume_training_checkpoint_path" not in spec["train"]
     assert spec["train"]["optim"]["lr"] == 1e-4 and spec["train"]["num_epochs"] == 6
     assert base["train"]["num_epochs"] == 4 and "resume_training_checkpoint_path" in base["train"]  # not mutated
+
+
+def test_iteration_spec_scales_the_tuned_lr_only_for_warm_starts(tmp_path):
+    from raypipe.deft.train import iteration_spec
+
+    base = {"train": {"optim": {"lr": 4e-4}, "resume_training_checkpoint_path": "/old.pth"}}
+    ckpt = tmp_path / "model_epoch_000_step_00001.pth"
+    warm = iteration_spec(base, overrides=None, init_ckpt=ckpt, lr_scale=0.25)
+    assert warm["train"]["optim"]["lr"] == pytest.approx(1e-4)
+    assert warm["train"]["pretrained_model_path"] == str(ckpt)
+    assert "resume_training_checkpoint_path" not in warm["train"]
+    assert iteration_spec(base, overrides=None, init_ckpt=None, lr_scale=0.25)["train"]["optim"]["lr"] == 4e-4
+    pinned = iteration_spec(base, overrides={"train.optim.lr": 3e-5}, init_ckpt=ckpt, lr_scale=0.25)
+    assert pinned["train"]["optim"]["lr"] == 3e-5  # an explicit override is taken as given
+    assert base["train"]["optim"]["lr"] == 4e-4  # the base spec is not mutated
