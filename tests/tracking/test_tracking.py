@@ -424,7 +424,7 @@ def test_no_secret_value_reaches_the_store(store: tuple[str, Path], monkeypatch:
     assert params["tao.credentials"] == '["NGC_KEY"]'  # ... names of variables too
     assert params["tao.docker_env"].startswith("<redacted>") and "tao.ngc_key" not in params
     assert {f.path for f in client.list_artifacts(ctx.parent_run_id)} == {"config.yaml", "lineage.json"}
-    assert client.get_run(t.run_id).data.metrics == {"val_loss": 0.5}
+    assert client.get_run(t.run_id).data.metrics == {"val_loss": 0.5, "best_val_loss": 0.5}
 
     mlruns = Path(uri.removeprefix("sqlite:///")).parent
     files = [p for p in mlruns.rglob("*") if p.is_file()]
