@@ -119,7 +119,7 @@ def lineage_chain(run_dir: Path, checkpoint: str | os.PathLike[str]) -> list[dic
     Raises LineageError naming the missing link when a parent has no record, or on a cycle.
     """
     by_ckpt = {r["checkpoint"]: r for r in read_lineage(run_dir)}
-    key = normalise_checkpoint(checkpoint)
+    key: str | None = normalise_checkpoint(checkpoint)
     if key not in by_ckpt:
         raise LineageError(f"{Path(run_dir) / LINEAGE_FILE}: no record for checkpoint {key}")
     chain: list[dict[str, Any]] = []

@@ -150,6 +150,7 @@ def log_trial_result(ctx: TrackingContext | None, sweep: str, trial_id: str, *, 
         return
     name, key = trial_run_names(sweep, trial_id)
     with child_run(ctx, name, key=key) as run:
+        run_id = str(run.run_id)  # tracking is on here, so the run exists
         tags: dict[str, str] = {"status": status}
         if trial_dir:
             tags["trial_dir"] = normalise_checkpoint(trial_dir)
@@ -166,17 +167,17 @@ def log_trial_result(ctx: TrackingContext | None, sweep: str, trial_id: str, *, 
         final = {k: v for k, v in (("best_val_far", best_val_far), ("best_val_loss", best_val_loss))
                  if _number(v) is not None}
         for metric, value in final.items():
-            history = client.get_metric_history(run.run_id, metric)
+            history = client.get_metric_history(run_id, metric)
             latest = max(history, key=lambda m: (m.step, m.timestamp), default=None)
             if latest is None or latest.value != value:
                 run.log_metrics({metric: value}, step=latest.step if latest else 0)
 
 
 def _passed(best_model: Mapping[str, Any]) -> bool:
-    result = best_model.get("metric_result")
-    if not isinstance(result, Mapping) or not isinstance(result.get("passed"), bool):
+    passed = (best_model.get("metric_result") or {}).get("passed")
+    if type(passed) is not bool:
         raise ValueError("best_model.json: metric_result.passed (true/false) is missing; cannot state a verdict")
-    return result["passed"]
+    return passed
 
 
 def _delivered_row(best_model: Mapping[str, Any], trajectory: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -195,7 +196,7 @@ def _version_tags(tags: Mapping[str, str], metrics: Mapping[str, float]) -> dict
 def _log_missing(run: RunLogger, client: Any, series: Series) -> None:
     """Log only the (step, value) points a run does not hold yet: idempotent on resume."""
     for key, points in series.items():
-        have = {(m.step, m.value) for m in client.get_metric_history(run.run_id, key)}
+        have = {(m.step, m.value) for m in client.get_metric_history(str(run.run_id), key)}
         for step, value in points:
             if (step, value) not in have:
                 run.log_metrics({key: value}, step=step)

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mlflow.data
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -164,7 +164,7 @@ class RunLogger:
             # A local path matches MLflow's two local sources ("" and "file" schemes) and it
             # warns that it picked one; both are the same class of source.
             warnings.filterwarnings("ignore", message=r"The specified dataset source can be interpreted in multiple ways")
-            ds = mlflow.data.from_pandas(
+            ds = from_pandas(
                 df,
                 source=S.guard_text(str(csv.absolute()), "dataset source"),
                 name=S.guard_text(name, "dataset name"),

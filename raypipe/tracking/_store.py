@@ -153,7 +153,7 @@ def _create(db: Path) -> None:
     import mlflow.db  # MLflow's `mlflow db upgrade`: creates every table of an empty database, migrated to head
 
     with mlflow_chatter_suppressed():
-        mlflow.db.upgrade.callback("sqlite:///" + str(tmp))
+        mlflow.db.upgrade.main(["sqlite:///" + str(tmp)], standalone_mode=False)
     # The command's engine is garbage now but sits in a reference cycle holding two open
     # connections; collect it, or they would stay open on the renamed file for the process's life.
     gc.collect()
@@ -173,10 +173,9 @@ def _create(db: Path) -> None:
 @functools.cache
 def _head_revision() -> str:
     """The schema revision this MLflow's migrations end at (what its own schema check expects)."""
+    import mlflow.store
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-
-    import mlflow.store
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(mlflow.store.__file__).parent / "db_migrations"))
