@@ -40,6 +40,7 @@ _EXPORTS = {
               "pipeline_logger", "start_pipeline_run"),
     "_secrets": ("is_credential_name", "secret_values"),
     "_store": ("StoreError", "ensure_store", "inspect_store"),
+    "_ui": ("ui_command", "ui_url"),
     "_verbosity": ("set_mlflow_verbosity",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -80,6 +81,8 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X`` marks a re-ex
     from raypipe.tracking._store import StoreError as StoreError
     from raypipe.tracking._store import ensure_store as ensure_store
     from raypipe.tracking._store import inspect_store as inspect_store
+    from raypipe.tracking._ui import ui_command as ui_command
+    from raypipe.tracking._ui import ui_url as ui_url
     from raypipe.tracking._verbosity import set_mlflow_verbosity as set_mlflow_verbosity
 
 

@@ -29,6 +29,8 @@ VERDICT_TAG = "raypipe.verdict"
 KPI_MET, KPI_NOT_MET = "kpi_met", "kpi_not_met"
 KPI_TARGET_TAG = "raypipe.kpi_target"
 DELIVERED_TAG = "raypipe.delivered"
+#: MLflow's tag for a run's description: the first thing its page shows.
+NOTE_TAG = "mlflow.note.content"
 _OUTCOME_TAGS = (VERDICT_TAG, KPI_TARGET_TAG, DELIVERED_TAG)
 #: Pipeline-run metrics that describe the delivered model (copied onto its registered version).
 _OUTCOME_METRIC = re.compile(r"^(kpi_|test_)|^threshold$")
@@ -61,9 +63,10 @@ def log_outcome(ctx: TrackingContext | None, best_model: Mapping[str, Any], traj
     metrics = outcome_metrics(best_model, trajectory)
     tags = {VERDICT_TAG: verdict, KPI_TARGET_TAG: kpi_target_text(best_model["metric_contract"]),
             DELIVERED_TAG: str(best_model.get("iteration"))}
+    summary = S.guard_text(outcome_summary(best_model, metrics, verdict), "outcome summary")
     parent = RunLogger(ctx, ctx.parent_run_id)
     _log_missing(parent, client, {k: [(0, v)] for k, v in metrics.items()})
-    parent.set_tags(tags)
+    parent.set_tags({**tags, NOTE_TAG: summary})
 
     for phase, series in phase_metrics(best_model, trajectory).items():
         found = C.search_by_tags(client, ctx.experiment_id, {PARENT_TAG: ctx.parent_run_id, KEY_TAG: phase})
@@ -76,6 +79,8 @@ def log_outcome(ctx: TrackingContext | None, best_model: Mapping[str, Any], traj
         for key, value in version_tags.items():
             if mv.tags.get(key) != value:
                 client.set_model_version_tag(mv.name, mv.version, key, value)
+        if summary not in (mv.description or ""):
+            client.update_model_version(mv.name, mv.version, description=with_summary(summary, mv.description))
     return verdict
 
 
@@ -117,18 +122,39 @@ def phase_metrics(best_model: Mapping[str, Any], trajectory: Mapping[str, Any]) 
     return out
 
 
+def outcome_summary(best_model: Mapping[str, Any], metrics: Mapping[str, float], verdict: str) -> str:
+    """One line a user reads first on the pipeline run's and the model version's page."""
+    result, contract = best_model["metric_result"], best_model["metric_contract"]
+    unit = result.get("unit") or ""
+    line = (f"{'KPI met' if verdict == KPI_MET else 'KPI not met'}: {result['name']} {result['value']:.4g}{unit} "
+            f"on the KPI set (target {kpi_target_text(contract)}); delivered {best_model.get('iteration')}")
+    if _number(best_model.get("threshold")) is not None:
+        line += f" at threshold {best_model['threshold']:.4g}"
+    test = {k[len("test_"):]: v for k, v in metrics.items() if k.startswith("test_")}
+    if test:
+        line += "; sealed test split: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items())
+    return line + "."
+
+
+def with_summary(summary: str | None, description: str | None) -> str:
+    """A model version's description with the outcome line (when there is one) on top."""
+    return "\n\n".join(part for part in (summary, description) if part)
+
+
 def kpi_target_text(contract: Mapping[str, Any]) -> str:
     """``far_pct < 10% and recall_pct >= 100%``: the contract as the user configured it."""
     parts = [contract] + list(contract.get("constraints") or [])
     return " and ".join(f"{c['name']} {c['operator']} {c['target']:g}{c.get('unit') or ''}" for c in parts)
 
 
-def outcome_version_tags(run: Any) -> dict[str, str]:
-    """The outcome tags a model version registered from this pipeline run gets (empty before
-    :func:`log_outcome` ran): registration and outcome may come in either order."""
+def outcome_version_tags(run: Any) -> tuple[dict[str, str], str | None]:
+    """The outcome tags and summary line a model version registered from this pipeline run gets
+    (nothing before :func:`log_outcome` ran): registration and outcome may come in either order."""
     tags = {k: v for k, v in run.data.tags.items() if k in _OUTCOME_TAGS}
+    if not tags:
+        return {}, None
     metrics = {k: v for k, v in run.data.metrics.items() if _OUTCOME_METRIC.search(k)}
-    return _version_tags(tags, metrics) if tags else {}
+    return _version_tags(tags, metrics), run.data.tags.get(NOTE_TAG)
 
 
 def log_trial_result(ctx: TrackingContext | None, sweep: str, trial_id: str, *, status: str,

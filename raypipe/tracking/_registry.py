@@ -25,7 +25,7 @@ from raypipe.tracking import _client as C
 from raypipe.tracking import _secrets as S
 from raypipe.tracking._context import RUN_DIR_TAG, TrackingContext
 from raypipe.tracking._lineage import LineageError, lineage_chain, normalise_checkpoint
-from raypipe.tracking._outcome import outcome_version_tags
+from raypipe.tracking._outcome import outcome_version_tags, with_summary
 from raypipe.tracking._runs import child_run
 
 DEFAULT_MODEL_NAME = "raypipe-aoi-changenet"
@@ -111,7 +111,8 @@ def register_model(
             if metric.get("name"):
                 mv_tags[C.mlflow_key(f"raypipe.metric.{metric['name']}")] = str(metric.get("value"))
                 mv_tags["raypipe.metric.split"] = str(metric.get("split"))
-        mv_tags.update(outcome_version_tags(pipeline_run))  # when log_outcome ran first
+        outcome_tags, outcome_line = outcome_version_tags(pipeline_run)  # when log_outcome ran first
+        mv_tags.update(outcome_tags)
         mv_tags.update({C.mlflow_key(k): C.tag_value(v) for k, v in tags.items()})
         mv_tags = S.guard_mapping(mv_tags, "model version tag")
         run.set_tags({k: v for k, v in mv_tags.items() if k != "raypipe.lineage"})
@@ -120,7 +121,7 @@ def register_model(
             source=f"runs:/{run.run_id}/{MODEL_ARTIFACT_DIR}",
             run_id=run.run_id,
             tags=mv_tags,
-            description=f"raypipe checkpoint {ckpt.name} ({len(chain)} lineage records)",
+            description=with_summary(outcome_line, f"raypipe checkpoint {ckpt.name} ({len(chain)} lineage records)"),
             await_creation_for=0,  # local registries are READY at once; a server need not be polled
         )
     return str(mv.version)

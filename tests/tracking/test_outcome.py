@@ -16,6 +16,7 @@ from raypipe.tracking import (
     KPI_NOT_MET,
     PARENT_TAG,
     VERDICT_TAG,
+    TrackingContext,
     child_run,
     log_outcome,
     log_trial_result,
@@ -23,6 +24,8 @@ from raypipe.tracking import (
     resolve_tracking_uri,
     start_pipeline_run,
     trial_run_names,
+    ui_command,
+    ui_url,
 )
 from raypipe.tracking._client import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
@@ -177,6 +180,9 @@ def test_outcome_on_pipeline_phases_and_model_version(uri: str, tmp_path: Path) 
     assert parent.data.tags[VERDICT_TAG] == "kpi_met"
     assert parent.data.tags["raypipe.kpi_target"] == "far_pct < 10% and recall_pct >= 100%"
     assert parent.data.tags["raypipe.delivered"] == "iter2"
+    summary = ("KPI met: far_pct 7.5% on the KPI set (target far_pct < 10% and recall_pct >= 100%); delivered iter2 "
+               "at threshold 0.5106; sealed test split: far_pct 8.25, auroc 0.94.")
+    assert parent.data.tags["mlflow.note.content"] == summary  # the run's description
     for key in parent.data.metrics:
         assert len(client.get_metric_history(ctx.parent_run_id, key)) == 1, key
 
@@ -190,6 +196,7 @@ def test_outcome_on_pipeline_phases_and_model_version(uri: str, tmp_path: Path) 
     assert mv.tags["raypipe.kpi_target"] == "far_pct < 10% and recall_pct >= 100%"
     assert float(mv.tags["raypipe.kpi_far_pct"]) == 7.5 and float(mv.tags["raypipe.test_far_pct"]) == 8.25
     assert float(mv.tags["raypipe.threshold"]) == pytest.approx(0.51059, abs=1e-5)
+    assert mv.description == f"{summary}\n\nraypipe checkpoint model.pth (0 lineage records)"
 
 
 def test_outcome_before_registration_and_a_missed_kpi(uri: str, tmp_path: Path) -> None:
@@ -210,6 +217,8 @@ def test_outcome_before_registration_and_a_missed_kpi(uri: str, tmp_path: Path) 
     assert not any(k.startswith("test_") for k in parent.data.metrics)  # no sealed test split measured
     mv = client.get_model_version("raypipe-outcome-2", version)
     assert mv.tags[VERDICT_TAG] == "kpi_not_met" and float(mv.tags["raypipe.kpi_far_pct"]) == 30.0
+    assert mv.description.startswith("KPI not met: far_pct 30% on the KPI set")
+    assert mv.description == parent.data.tags["mlflow.note.content"] + "\n\nraypipe checkpoint model.pth (0 lineage records)"
     phase_keys = {r.data.tags[KEY_TAG] for r in client.search_runs(
         [ctx.experiment_id], f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}'")}
     assert {"phase1", "phase2", "phase3"} <= phase_keys
@@ -224,3 +233,16 @@ def test_outcome_needs_a_verdict(uri: str, tmp_path: Path) -> None:
     assert VERDICT_TAG not in _client(uri).get_run(ctx.parent_run_id).data.tags
     # with tracking off the verdict still comes back
     assert log_outcome(None, BEST_MODEL, TRAJECTORY) == KPI_MET
+
+
+def test_ui_command_and_link(uri: str, tmp_path: Path) -> None:
+    ctx = start_pipeline_run(uri, "raypipe-aoi", tmp_path / "rd", {})
+    db = uri.removeprefix("sqlite:///")
+    assert ui_command(uri, 5001) == (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri "
+                                     f"sqlite:///{db} --host 127.0.0.1 --port 5001 --workers 1")
+    assert ui_url(ctx, port=5001) == (f"http://127.0.0.1:5001/#/experiments/{ctx.experiment_id}/runs/"
+                                      f"{ctx.parent_run_id}?workflowType=machine_learning")
+    server = TrackingContext("http://mlflow.lan:5000/", "7", None)
+    assert ui_command(server.tracking_uri) is None  # a server already serves its UI
+    assert ui_url(server) == "http://mlflow.lan:5000/#/experiments/7?workflowType=machine_learning"
+    assert ui_url(TrackingContext(uri, "", None, enabled=False)) is None
