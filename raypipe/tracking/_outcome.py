@@ -36,6 +36,9 @@ _OUTCOME_TAGS = (VERDICT_TAG, KPI_TARGET_TAG, DELIVERED_TAG)
 _OUTCOME_METRIC = re.compile(r"^(kpi_|test_)|^threshold$")
 #: Trajectory diagnostics of the delivered row, logged as ``kpi_<name>``.
 _KPI_DIAGNOSTICS = ("auroc", "far_at_recall_95_pct")
+#: Files beside a kept checkpoint that a trial run carries as artifacts: its metrics and spec,
+#: never weights (a directory may hold other epochs' checkpoints too).
+_SIDECAR_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".txt")
 #: Phase 2's entries in the trajectory, in order: the baseline is step 0, iterN is step N.
 _ITERATION = re.compile(r"^iter(\d+)$")
 
@@ -166,8 +169,9 @@ def log_trial_result(ctx: TrackingContext | None, sweep: str, trial_id: str, *, 
       the trial by; they become the run's latest values (the running best logged per epoch is
       replaced when it differs).
     - ``checkpoint``: the kept checkpoint file, a path under the run dir (or a storage URI): tags
-      ``checkpoint`` and ``checkpoint_uri`` (its directory), and the files Tune kept beside the
-      weights (metrics, training spec) become artifacts under ``checkpoint/``.
+      ``checkpoint`` and ``checkpoint_uri`` (its directory), and the metadata files Tune kept
+      beside the weights (metrics, training spec: JSON/YAML/CSV/text) become artifacts under
+      ``checkpoint/``.
     - ``trial_dir``: the trial's directory in the Tune experiment under the run dir; it replaces a
       ``trial_dir`` tag pointing into Ray's temporary session directory.
     Reopens the run by its key, so calling it again (``--resume``) is harmless.
@@ -186,7 +190,7 @@ def log_trial_result(ctx: TrackingContext | None, sweep: str, trial_id: str, *, 
             tags["checkpoint_uri"] = local.parent.as_uri() if local else checkpoint.rsplit("/", 1)[0]
             if local is not None and local.parent.is_dir():
                 for f in sorted(local.parent.iterdir()):
-                    if f.is_file() and f != local:
+                    if f.is_file() and f.suffix in _SIDECAR_SUFFIXES:
                         run.log_artifact(f, "checkpoint")
         run.set_tags(tags)
         client = C.make_client(ctx.tracking_uri)

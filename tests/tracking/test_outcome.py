@@ -104,6 +104,7 @@ def test_trial_result_names_its_durable_checkpoint(uri: str, tmp_path: Path) -> 
     ckpt_dir.mkdir(parents=True)
     ckpt = ckpt_dir / "model_epoch_001_step_00006.pth"
     ckpt.write_bytes(b"\x00" * 4096)
+    (ckpt_dir / "model_epoch_000_step_00003.pth").write_bytes(b"\x01" * 4096)  # another epoch's weights
     (ckpt_dir / "trial_meta.json").write_text('{"val_far": 14.0}')
     (ckpt_dir / "experiment.yaml").write_text("train: {num_epochs: 2}\n")
     client = _client(uri)
