@@ -27,7 +27,14 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from raypipe.tracking._context import default_artifact_location, sqlite_path
+from raypipe.tracking._context import default_artifact_location
+from raypipe.tracking._store import ensure_store
+from raypipe.tracking._verbosity import quiet_run_links
+
+#: MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view, which hides the
+#: runs table, metrics and charts; ``custom_model_development`` opens the model-training view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 _TRUNCATED = "...[truncated]"
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
@@ -35,20 +42,20 @@ _INDEX = re.compile(r"\[(\d+)\]")
 
 
 def make_client(uri: str) -> MlflowClient:
-    """Client for one tracking/registry URI (MLflow caches the store per URI)."""
-    db = sqlite_path(uri)
-    if db is not None:
-        # sqlite cannot create the directory of its database file.
-        db.parent.mkdir(parents=True, exist_ok=True)
+    """Client for one tracking/registry URI; a local sqlite store is created crash-safely first."""
+    ensure_store(uri)
+    quiet_run_links()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """Experiment id by name, created (artifacts next to a sqlite db) or restored when needed."""
+    """Experiment id by name, created (artifacts next to a sqlite db) or restored when needed,
+    and marked for the UI's model-training view (also an experiment made by an older raypipe)."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, artifact_location=default_artifact_location(uri))
+            return client.create_experiment(name, artifact_location=default_artifact_location(uri),
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             # another process created it between our lookup and create
             exp = client.get_experiment_by_name(name)
@@ -56,6 +63,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
                 raise
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind the user chose stays
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
 
 

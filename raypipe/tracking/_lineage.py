@@ -8,16 +8,14 @@ sweep driver can record lineage with tracking disabled.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from raypipe._io import atomic_write_json, read_json
+from raypipe.tracking._filelock import exclusive
 
 LINEAGE_FILE = "lineage.json"
 PHASES = ("phase1", "phase2", "phase3")
@@ -43,7 +41,7 @@ def data_digest(csv: Path) -> str:
 
 
 def normalise_checkpoint(checkpoint: str | os.PathLike[str]) -> str:
-    """Lineage key of a checkpoint: an absolute local path (SPEC §3), or a URI unchanged."""
+    """Lineage key of a checkpoint: an absolute, normalised local path, or a URI unchanged."""
     text = os.fspath(checkpoint)
     if "://" in text:
         return text
@@ -102,7 +100,7 @@ def record_lineage(run_dir: Path, record: dict[str, Any]) -> None:
     """
     rec = validate_record(record)
     run_dir = Path(run_dir)
-    with _locked(run_dir):
+    with exclusive(run_dir / f".{LINEAGE_FILE}.lock"):
         records = read_lineage(run_dir)
         for i, old in enumerate(records):
             if old.get("checkpoint") == rec["checkpoint"]:
@@ -121,7 +119,7 @@ def lineage_chain(run_dir: Path, checkpoint: str | os.PathLike[str]) -> list[dic
     Raises LineageError naming the missing link when a parent has no record, or on a cycle.
     """
     by_ckpt = {r["checkpoint"]: r for r in read_lineage(run_dir)}
-    key = normalise_checkpoint(checkpoint)
+    key: str | None = normalise_checkpoint(checkpoint)
     if key not in by_ckpt:
         raise LineageError(f"{Path(run_dir) / LINEAGE_FILE}: no record for checkpoint {key}")
     chain: list[dict[str, Any]] = []
@@ -140,15 +138,3 @@ def lineage_chain(run_dir: Path, checkpoint: str | os.PathLike[str]) -> list[dic
         key = rec.get("parent_checkpoint")
     return chain
 
-
-@contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # flock works across processes on one host and on most shared filesystems (NFSv4 maps it
-    # to byte-range locks); the lock file is never removed, so there is no unlink race.
-    with open(run_dir / f".{LINEAGE_FILE}.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

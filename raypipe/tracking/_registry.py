@@ -25,11 +25,13 @@ from raypipe.tracking import _client as C
 from raypipe.tracking import _secrets as S
 from raypipe.tracking._context import RUN_DIR_TAG, TrackingContext
 from raypipe.tracking._lineage import LineageError, lineage_chain, normalise_checkpoint
+from raypipe.tracking._outcome import outcome_version_tags, with_summary
 from raypipe.tracking._runs import child_run
 
 DEFAULT_MODEL_NAME = "raypipe-aoi-changenet"
 MODEL_ARTIFACT_DIR = "model"
-# Files next to the checkpoint's run dir that travel with the model when present (SPEC §6.8).
+# Files in the run dir that travel with the model when present: the deployment record and the
+# inference spec written when the loop is finalized.
 _DELIVERABLES = ("best_model.json", "best_model_inference_spec.yaml")
 _SUMMARY_FIELDS = ("checkpoint", "phase", "trial", "iteration", "parent_checkpoint", "training_data_digest", "metric", "mlflow_run_id")
 
@@ -49,7 +51,9 @@ def register_model(
     it is read from the run dir. ``files`` (default: ``RD/best_model.json`` and
     ``RD/best_model_inference_spec.yaml`` when they exist) are stored next to the checkpoint.
     Idempotent: registering the same checkpoint from the same pipeline run again returns the
-    existing version (``--resume`` after a crash right after registration).
+    existing version (``--resume`` after a crash right after registration). The version gets the
+    pipeline run's outcome tags (``raypipe.verdict`` and the KPI numbers) when
+    :func:`~raypipe.tracking.log_outcome` ran before; otherwise ``log_outcome`` adds them later.
     """
     if ctx is None or not ctx.active or not ctx.parent_run_id:
         return ""
@@ -58,7 +62,8 @@ def register_model(
         raise FileNotFoundError(f"register_model: checkpoint {ckpt} is missing or empty")
     ckpt_key = normalise_checkpoint(ckpt)
     client = C.make_client(ctx.tracking_uri)
-    run_dir = client.get_run(ctx.parent_run_id).data.tags.get(RUN_DIR_TAG)
+    pipeline_run = client.get_run(ctx.parent_run_id)
+    run_dir = pipeline_run.data.tags.get(RUN_DIR_TAG)
 
     for mv in client.search_model_versions(f"name = {C.quote(name)}"):
         if mv.tags.get("raypipe.pipeline_run_id") == ctx.parent_run_id and mv.tags.get("raypipe.checkpoint") == ckpt_key:
@@ -106,6 +111,8 @@ def register_model(
             if metric.get("name"):
                 mv_tags[C.mlflow_key(f"raypipe.metric.{metric['name']}")] = str(metric.get("value"))
                 mv_tags["raypipe.metric.split"] = str(metric.get("split"))
+        outcome_tags, outcome_line = outcome_version_tags(pipeline_run)  # when log_outcome ran first
+        mv_tags.update(outcome_tags)
         mv_tags.update({C.mlflow_key(k): C.tag_value(v) for k, v in tags.items()})
         mv_tags = S.guard_mapping(mv_tags, "model version tag")
         run.set_tags({k: v for k, v in mv_tags.items() if k != "raypipe.lineage"})
@@ -114,7 +121,7 @@ def register_model(
             source=f"runs:/{run.run_id}/{MODEL_ARTIFACT_DIR}",
             run_id=run.run_id,
             tags=mv_tags,
-            description=f"raypipe checkpoint {ckpt.name} ({len(chain)} lineage records)",
+            description=with_summary(outcome_line, f"raypipe checkpoint {ckpt.name} ({len(chain)} lineage records)"),
             await_creation_for=0,  # local registries are READY at once; a server need not be polled
         )
     return str(mv.version)

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mlflow.data
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _BATCH = 100  # MLflow's per-request limit for params and tags
 
+#: Per-epoch metrics (lower is better) a run also carries as a best-so-far: the UI's runs table
+#: shows a metric's latest value, and a trial is ranked by its best epoch, not its last one.
+RUNNING_BEST = {"val_far": "best_val_far", "val_loss": "best_val_loss"}
+
 
 class RunLogger:
     """Logs into one MLflow run by id; a no-op when ``run_id`` is None (tracking off).
@@ -43,6 +47,7 @@ class RunLogger:
         self._ctx = ctx if (ctx is not None and ctx.active and run_id) else None
         self.run_id: str | None = run_id if self._ctx is not None else None
         self._client_obj: Any = None
+        self._best: dict[str, float] | None = None  # RUNNING_BEST values of this run, read once
 
     @property
     def _client(self) -> Any:
@@ -82,15 +87,37 @@ class RunLogger:
             self._client.log_batch(self.run_id, params=items[i : i + _BATCH], synchronous=True)
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int | None = None) -> None:
-        """Metrics at one step (epoch, iteration); None and NaN are skipped."""
+        """Metrics at one step (epoch, iteration); None and NaN are skipped.
+
+        A per-epoch ``val_far`` / ``val_loss`` (logged with a ``step``) also logs
+        ``best_val_far`` / ``best_val_loss``, the lowest value of the run so far (a reopened run
+        continues from what it logged before), unless the caller logs that key itself.
+        """
         if self._ctx is None or not metrics:
             return
         ts = int(time.time() * 1000)
         values = {C.mlflow_key(k): C.metric_value(v) for k, v in metrics.items()}
+        if step is not None:
+            self._add_running_best(values)
         allowed = S.guard_keys(values, "metric")
         items = [Metric(k, v, ts, int(step or 0)) for k, v in values.items() if v is not None and k in allowed]
         for i in range(0, len(items), 1000):
             self._client.log_batch(self.run_id, metrics=items[i : i + 1000], synchronous=True)
+
+    def _add_running_best(self, values: dict[str, float | None]) -> None:
+        if not values.keys() & (RUNNING_BEST.keys() | set(RUNNING_BEST.values())):
+            return
+        if self._best is None:
+            logged = self._client.get_run(self.run_id).data.metrics
+            self._best = {b: logged[b] for b in RUNNING_BEST.values() if b in logged}
+        for key, best_key in RUNNING_BEST.items():
+            current, best = values.get(key), values.get(best_key)
+            if best is None and current is not None:
+                prev = self._best.get(best_key)
+                best = current if prev is None else min(prev, current)
+                values[best_key] = best
+            if best is not None:
+                self._best[best_key] = best
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self._ctx is None or not tags:
@@ -137,7 +164,7 @@ class RunLogger:
             # A local path matches MLflow's two local sources ("" and "file" schemes) and it
             # warns that it picked one; both are the same class of source.
             warnings.filterwarnings("ignore", message=r"The specified dataset source can be interpreted in multiple ways")
-            ds = mlflow.data.from_pandas(
+            ds = from_pandas(
                 df,
                 source=S.guard_text(str(csv.absolute()), "dataset source"),
                 name=S.guard_text(name, "dataset name"),

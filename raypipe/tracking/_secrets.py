@@ -1,7 +1,7 @@
 """The secrets guard: nothing that looks like a credential reaches the tracking store.
 
 Every param, tag, metric key, run name, dataset field and artifact file passes through here.
-Two rules (SPEC §11: "no credential or environment value is ever logged"):
+No credential and no value of a credential-like environment variable is ever logged. Two rules:
 
 1. a key whose name looks like a credential (``NGC_KEY``, ``HF_TOKEN``, ``*_TOKEN``, ``*_KEY``,
    ``*PASSWORD*``, ``*SECRET*``) is refused, whatever its value;

@@ -137,11 +137,11 @@ def test_key_reopens_instead_of_duplicating(store: tuple[str, Path], caplog: pyt
     client = _client(uri)
     assert client.get_run(ctx.parent_run_id).info.status == "RUNNING"
     # ... and the same child by its key: same run, still one child, history continued
-    with caplog.at_level(logging.WARNING, logger="raypipe.tracking"):
-        with child_run(ctx2, "iter1", key="phase2/iter1", params={"lr": 0.1, "momentum": 0.9}) as again:
-            assert client.get_run(again.run_id).info.status == "RUNNING"
-            again.log_metrics({"far_pct": 7.0}, step=2)
-            again.log_params({"lr": 0.2})  # params are write-once: kept, with a warning
+    with caplog.at_level(logging.WARNING, logger="raypipe.tracking"), \
+            child_run(ctx2, "iter1", key="phase2/iter1", params={"lr": 0.1, "momentum": 0.9}) as again:
+        assert client.get_run(again.run_id).info.status == "RUNNING"
+        again.log_metrics({"far_pct": 7.0}, step=2)
+        again.log_params({"lr": 0.2})  # params are write-once: kept, with a warning
     assert again.run_id == first.run_id
     assert "already logged with another value" in caplog.text
     kids = _children(client, ctx.experiment_id, ctx.parent_run_id)
@@ -151,9 +151,9 @@ def test_key_reopens_instead_of_duplicating(store: tuple[str, Path], caplog: pyt
     assert run.info.status == "FINISHED"
     assert [m.value for m in sorted(client.get_metric_history(run.info.run_id, "far_pct"), key=lambda m: m.step)] == [9.0, 7.0]
     # the same key under ANOTHER parent is another run; another run dir is another parent
-    with child_run(ctx, "phase2", key="phase2") as phase:
-        with child_run(phase.context(), "iter1", key="phase2/iter1") as nested:
-            pass
+    with child_run(ctx, "phase2", key="phase2") as phase, \
+            child_run(phase.context(), "iter1", key="phase2/iter1") as nested:
+        pass
     assert nested.run_id != first.run_id
     other = start_pipeline_run(uri, "raypipe-aoi", run_dir.parent / "run_2", {})
     assert other.parent_run_id != ctx.parent_run_id and other.experiment_id == ctx.experiment_id
@@ -162,15 +162,12 @@ def test_key_reopens_instead_of_duplicating(store: tuple[str, Path], caplog: pyt
 def test_child_run_status_on_exceptions(store: tuple[str, Path]) -> None:
     uri, run_dir = store
     ctx = start_pipeline_run(uri, "raypipe-aoi", run_dir, {})
-    with pytest.raises(RuntimeError, match="boom"):
-        with child_run(ctx, "trial_00001") as failed:
-            raise RuntimeError("boom")
-    with pytest.raises(KeyboardInterrupt):
-        with child_run(ctx, "trial_00002") as killed:
-            raise KeyboardInterrupt
-    with child_run(ctx, "phase1") as phase:
-        with child_run(phase.context(), "trial_00003") as stale:
-            pass
+    with pytest.raises(RuntimeError, match="boom"), child_run(ctx, "trial_00001") as failed:
+        raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt), child_run(ctx, "trial_00002") as killed:
+        raise KeyboardInterrupt
+    with child_run(ctx, "phase1") as phase, child_run(phase.context(), "trial_00003") as stale:
+        pass
     client = _client(uri)
     client.update_run(stale.run_id, status="RUNNING")  # as if its worker was SIGKILLed
     assert end_open_runs(phase.context(), "KILLED") == 1
@@ -424,7 +421,7 @@ def test_no_secret_value_reaches_the_store(store: tuple[str, Path], monkeypatch:
     assert params["tao.credentials"] == '["NGC_KEY"]'  # ... names of variables too
     assert params["tao.docker_env"].startswith("<redacted>") and "tao.ngc_key" not in params
     assert {f.path for f in client.list_artifacts(ctx.parent_run_id)} == {"config.yaml", "lineage.json"}
-    assert client.get_run(t.run_id).data.metrics == {"val_loss": 0.5}
+    assert client.get_run(t.run_id).data.metrics == {"val_loss": 0.5, "best_val_loss": 0.5}
 
     mlruns = Path(uri.removeprefix("sqlite:///")).parent
     files = [p for p in mlruns.rglob("*") if p.is_file()]
@@ -432,3 +429,20 @@ def test_no_secret_value_reaches_the_store(store: tuple[str, Path], monkeypatch:
     needle = secret.encode()
     leaks = [str(p) for p in files if needle in p.read_bytes()]
     assert leaks == []
+
+
+# --------------------------------------------------------------------------- package
+def test_package_exports_match_their_modules() -> None:
+    import ast
+    import importlib
+
+    import raypipe.tracking as tr
+
+    tree = ast.parse(Path(tr.__file__).read_text(encoding="utf-8"))
+    typed = {alias.asname for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+             and (node.module or "").startswith("raypipe.tracking.") for alias in node.names}
+    assert typed == set(tr._MODULE_OF)  # the type checkers' view and the runtime's agree
+    for name, module in tr._MODULE_OF.items():
+        assert getattr(tr, name) is getattr(importlib.import_module(f"raypipe.tracking.{module}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = tr.nope
