@@ -21,10 +21,11 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 # ---------------------------------------------------------------------------------------------
 # Execution policy
@@ -272,6 +273,9 @@ MINING_HISTORY_FILE = "mining_history.json"
 STATUS_PASS = "Execution status: PASS"
 STATUS_FAIL = "Execution status: FAIL"
 LEDGER_VERSION = 1
+# What TAO's history filter reports from an iteration's mining_history_summary.json.
+MINING_SUMMARY_KEYS = ("iteration", "topn", "candidate_unique_count", "already_mined_count", "selected_count",
+                       "cumulative_unique_count")
 
 
 def mining_log_text(step: str, facts: Mapping[str, Any], *, passed: bool = True) -> str:
@@ -435,6 +439,7 @@ CHECKPOINT_MOUNT = "/model/best.pth"
 BACKBONE_SUFFIXES = (".ckpt", ".pth", ".safetensors")
 BEST_MODEL_KEYS = ("checkpoint", "threshold", "metric_contract", "metric_result", "iteration", "backbone",
                    "backbone_container_path", "backbone_type", "backbone_frozen", "images_dir", "training_spec")
+INFERENCE_SPEC_TOP_KEYS = ("encryption_key", "task", "results_dir", "train", "model", "dataset", "inference")
 _TRAINING_DATASETS = ("train_dataset", "validation_dataset", "test_dataset")
 
 

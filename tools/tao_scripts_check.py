@@ -22,6 +22,7 @@ runs the scripts; ``--python`` picks one).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -29,9 +30,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -95,16 +97,35 @@ def _last_line(text: str) -> str:
 
 # -- copying -------------------------------------------------------------------------------------
 
+def _pinned_digests(run_dir: Path) -> set[str]:
+    """sha256 digests the mining ledger records: the files behind them must stay byte-identical."""
+    try:
+        ledger = json.loads((run_dir / "mining_history.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {str(v) for e in ledger.get("iterations", []) if isinstance(e, dict)
+            for k, v in e.items() if k.endswith("_sha256")}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def relocate(original: Path, copy: Path) -> int:
     """Copy ``original`` to ``copy`` and rewrite its absolute path inside the copy's text state files.
 
     Only the run dir's own prefix changes; workspace paths stay as they are (the workspace is read,
-    never written, by every script run here). Returns the number of rewritten occurrences.
+    never written, by every script run here). A file whose digest the mining ledger records is
+    copied byte for byte (rewriting it would break the digest, not the run). Returns the number of
+    rewritten occurrences.
     """
     shutil.copytree(original, copy, symlinks=True)
     old, new, count = str(original), str(copy), 0
+    pinned = _pinned_digests(original)
     for path in copy.rglob("*"):
         if path.is_file() and not path.is_symlink() and path.suffix in RELOCATED_SUFFIXES:
+            if pinned and _sha256(path) in pinned:
+                continue
             text = path.read_text(encoding="utf-8", errors="surrogateescape")
             if old in text:
                 count += text.count(old)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import docker.errors
 import pandas as pd
@@ -54,7 +55,7 @@ class FakeTao:
 class FakeContainer:
     """A created container; ``start`` runs the simulated ``visual_changenet`` against its mounts."""
 
-    def __init__(self, client: "FakeDockerClient", command: list[str], mounts: list[Any]) -> None:
+    def __init__(self, client: FakeDockerClient, command: list[str], mounts: list[Any]) -> None:
         self._client, self._command, self._mounts = client, command, mounts
         self._logs: list[bytes] = []
         self._exit_code = -1
@@ -88,7 +89,7 @@ class FakeContainer:
 
 
 class FakeContainers:
-    def __init__(self, client: "FakeDockerClient") -> None:
+    def __init__(self, client: FakeDockerClient) -> None:
         self._client = client
 
     def create(self, image: str, command: Any = None, **kwargs: Any) -> FakeContainer:
@@ -105,7 +106,7 @@ class FakeContainers:
 
 
 class FakeImages:
-    def __init__(self, client: "FakeDockerClient") -> None:
+    def __init__(self, client: FakeDockerClient) -> None:
         self._client = client
 
     def get(self, name: str) -> Any:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Mount
+from tao_fake_docker import FakeDockerClient, FakeTao
 
 from raypipe.backends import TrainingError, get_backend
 from raypipe.backends.tao import (
@@ -44,7 +45,6 @@ from raypipe.backends.tao import (
 )
 from raypipe.spec import SpecError
 from raypipe.tao_interop import execution_policy
-from tao_fake_docker import FakeDockerClient, FakeTao
 
 IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:6.25.9-pyt"
 OFFLINE = {"AIR_GAPPED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PIP_NO_INDEX": "1"}
@@ -142,7 +142,7 @@ def _expected_ulimits() -> list[docker.types.Ulimit]:
 def _train(ws: Path, client: FakeDockerClient, **kw):
     rd = ws / "results" / RUN
     trainer = _trainer(ws, client, **kw)
-    seen = []
+    seen: list[object] = []
     result = trainer.train(_spec(ws), ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
                            rd / "baseline" / "train", images_dir=ws / "images", seed=7, on_epoch=seen.append)
     return result, seen
@@ -529,7 +529,7 @@ def test_image_gone_between_check_and_create_is_still_not_pulled(tmp_path: Path)
         client.present.discard(image)  # `docker rmi` by someone else after the presence check
         return real_create(image, command, **kwargs)
 
-    client.containers.create = vanish  # type: ignore[method-assign]
+    client.containers.create = vanish  # type: ignore[method-assign,assignment]
     with pytest.raises(ContainerPolicyError, match="MISSING"):
         run_container(client, _bare_run({}), tmp_path / "c.log", policy=ONLINE)
     assert client.named("images.pull") == [] and client.named("container.start") == []
@@ -560,8 +560,8 @@ def test_tao_style_backbone_path_resolves_to_the_staged_file_and_mounts_read_onl
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    (None, r"names no backbone weights .*augmentation/backbone/c_radio_v2_b\.safetensors.*"
-           r"pretrained_backbone_path: /data/pretrained_models/c_radio_v2_b\.safetensors"),
+    (None, (r"names no backbone weights .*augmentation/backbone/c_radio_v2_b\.safetensors.*"
+           r"pretrained_backbone_path: /data/pretrained_models/c_radio_v2_b\.safetensors")),
     ("", "names no backbone weights"),
     ("https://huggingface.co/nvidia/C-RADIOv2-B/model.safetensors", "no URL, no hub id"),
     ("nvidia/C-RADIOv2-B", "not a local"),
@@ -596,16 +596,16 @@ def test_preflight_lines_say_what_an_airgapped_run_will_not_do() -> None:
     assert (3, "blocker", f"{IMAGE}: MISSING and network_mode is airgap: load it with docker load") in by
     assert (3, "ok", "other:1: PRESENT") in by
     assert [t for s, lv, t in by if lv == "warn"] == [
-        "tracking.tracking_uri: https://mlflow.example:5000 is a network endpoint; with network_mode airgap it "
-        "must lie inside the air gap"]
+        ("tracking.tracking_uri: https://mlflow.example:5000 is a network endpoint; with network_mode airgap it "
+        "must lie inside the air gap")]
 
 
 def test_preflight_lines_when_network_enabled() -> None:
     lines = preflight_lines(ONLINE, images={IMAGE: "MISSING"}, credentials={"NGC_KEY": "UNSET"},
                             endpoints={"tracking.tracking_uri": "https://mlflow.example:5000"})
     by = [(ln.section, ln.level, ln.text) for ln in lines]
-    assert by == [(1, "info", "network_mode: network-enabled (source: test): image pull allowed after approval; "
-                              "registry login allowed after approval"),
+    assert by == [(1, "info", ("network_mode: network-enabled (source: test): image pull allowed after approval; "
+                              "registry login allowed after approval")),
                   (2, "warn", "NGC_KEY: UNSET"),
                   (3, "warn", f"{IMAGE}: MISSING (will be pulled after approval)")]
     no_pull = preflight_lines(execution_policy("network-enabled", activation_source="t"), images={IMAGE: "UNKNOWN"})

@@ -34,13 +34,38 @@ from raypipe.backends.tao._layout import (
     backbone_blocker,
     find_staged_backbone,
 )
-from raypipe.backends.tao._trainer import DEFAULT_BACKBONE, DEFAULT_IMAGE, TaoEmbedUnsupported, TaoTrainer
+from raypipe.backends.tao._trainer import (
+    DEFAULT_BACKBONE,
+    DEFAULT_IMAGE,
+    TaoEmbedUnsupported,
+    TaoTrainer,
+)
 from raypipe.tao_interop import BackboneError
 
 __all__ = [
-    "CONTAINER_BACKBONE", "CONTAINER_RESULTS", "CONTAINER_WORKSPACE", "BackboneError", "ContainerLayout",
-    "ContainerPathError", "ContainerPolicyError", "ContainerRun", "DEFAULT_BACKBONE", "DEFAULT_IMAGE", "MountPoint",
-    "PreflightLine", "StagedBackbone", "TaoEmbedUnsupported", "TaoTrainer", "backbone_blocker",
-    "credential_status", "device_requests", "docker_version", "find_staged_backbone", "image_status",
-    "preflight_lines", "pull_image", "registry_login", "run_container",
+    "CONTAINER_BACKBONE",
+    "CONTAINER_RESULTS",
+    "CONTAINER_WORKSPACE",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_IMAGE",
+    "BackboneError",
+    "ContainerLayout",
+    "ContainerPathError",
+    "ContainerPolicyError",
+    "ContainerRun",
+    "MountPoint",
+    "PreflightLine",
+    "StagedBackbone",
+    "TaoEmbedUnsupported",
+    "TaoTrainer",
+    "backbone_blocker",
+    "credential_status",
+    "device_requests",
+    "docker_version",
+    "find_staged_backbone",
+    "image_status",
+    "preflight_lines",
+    "pull_image",
+    "registry_login",
+    "run_container",
 ]

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from raypipe.backends.base import TrainingError
 from raypipe.backends.tao._layout import ContainerLayout
@@ -181,7 +182,7 @@ class ContainerRun:
     user: str | None
     labels: dict[str, str]
 
-    def under_policy(self, policy: Mapping[str, Any] | None) -> "ContainerRun":
+    def under_policy(self, policy: Mapping[str, Any] | None) -> ContainerRun:
         """This run with TAO's offline variables set when the policy is air-gapped (they win over
         any forwarded host variable of the same name)."""
         offline = offline_environment(policy, container=True)
@@ -253,10 +254,10 @@ def run_container(client: Any, run: ContainerRun, log_path: Path, policy: Mappin
             container.start()
         except docker.errors.DockerException as exc:
             raise failed_to_start(exc) from None
-        with open(log_path, "ab") as fh:
+        with open(log_path, "ab") as out:
             for chunk in container.logs(stream=True, follow=True):
-                fh.write(chunk if isinstance(chunk, bytes) else str(chunk).encode())
-                fh.flush()
+                out.write(chunk if isinstance(chunk, bytes) else str(chunk).encode())
+                out.flush()
         status = container.wait()
         return int(status.get("StatusCode", -1)) if isinstance(status, Mapping) else int(status)
     finally:

@@ -14,9 +14,10 @@ host file again as ``config.backbone_weight_dir/<file name>``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from raypipe.tao_interop import BACKBONE_SUFFIXES, WORKSPACE_BACKBONE_DIR, BackboneError
 
@@ -143,7 +144,7 @@ class ContainerLayout:
 
     @classmethod
     def for_workspace(cls, workspace_root: str | Path | None, run_dir: str | Path | None,
-                      image_root: str | Path | None = None) -> "ContainerLayout":
+                      image_root: str | Path | None = None) -> ContainerLayout:
         """The standard mounts: workspace (ro), run dir (rw), image root, base CSVs and KPI dir (ro).
 
         Only directories that exist are mounted (Docker refuses a bind mount of a missing source).
@@ -194,7 +195,7 @@ class ContainerLayout:
             return None
         return str(self.add(staged.host, staged.container, read_only=True).target)
 
-    def copy(self) -> "ContainerLayout":
+    def copy(self) -> ContainerLayout:
         return ContainerLayout(self._mounts)
 
     def add(self, source: str | Path, target: str | PurePosixPath, *, read_only: bool) -> MountPoint:
