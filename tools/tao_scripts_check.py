@@ -279,7 +279,7 @@ def check_reading_scripts(ck: Checker, rd: Path, state: dict[str, Any]) -> None:
     ws = str(ck.workspace)
     for label, entry in sorted(state.get("iterations", {}).items()):
         combined = entry.get("combined_training_csv")
-        if combined:
+        if combined and label.startswith("iter"):  # final_automl's CSV is one of these (or the base CSV)
             ck.script("validate_training_csv.py", "--csv", combined, "--workspace-root", ws,
                       "--validation-csv", str(config.get("validation_csv")), "--light", light, "--image-ext", ext,
                       "--report-json", str(ck.work / f"merge_validation_{label}.json"), label=f"({label} combined)")

@@ -51,7 +51,8 @@ def record_training_data(spec: Mapping[str, Any], *, train_csv: str | Path, imag
     """
     out = copy.deepcopy(dict(spec))
     classify = out.setdefault("dataset", {}).setdefault("classify", {})
-    classify["train_dataset"] = {"csv_path": str(Path(train_csv).resolve()), "images_dir": str(Path(images_dir).resolve())}
+    classify["train_dataset"] = {"csv_path": str(Path(train_csv).resolve()),
+                                 "images_dir": str(Path(images_dir).resolve())}
     classify["validation_dataset"] = {"csv_path": str(Path(val_csv).resolve()),
                                       "images_dir": str(Path(val_images_dir).resolve())}
     return out

@@ -46,6 +46,6 @@ def kpi_target_text(contract: Mapping[str, Any]) -> str:
     if name == "far_pct":
         recall = ((contract.get("evaluator") or {}).get("parameters") or {}).get("recall_target_pct", 100)
         return f"{text} at Recall={_plain_number(float(recall))}%"
-    context = [f"{c.get('display_name') or c['name']} {c['operator']} {_with_unit(float(c['target']), str(c.get('unit', '')))}"
-               for c in contract.get("constraints") or []]
+    context = [f"{c.get('display_name') or c['name']} {c['operator']} "
+               f"{_with_unit(float(c['target']), str(c.get('unit', '')))}" for c in contract.get("constraints") or []]
     return f"{text} at {', '.join(context)}" if context else text

@@ -338,14 +338,16 @@ def check_final_automl(state: Mapping[str, Any]) -> list[str]:
     for key in ("best_ckpt_path", "training_spec", "combined_training_csv"):
         out += _file(where, key, entry.get(key))
     out += check_metric_result(state, where, entry)
-    expected = ti.phase3_training_csv(state)
-    if entry.get("combined_training_csv") != str(expected):
+    expected = ti.phase3_training_csv(state).resolve()
+    trained = entry.get("combined_training_csv")
+    if not isinstance(trained, str) or Path(trained).resolve() != expected:
         out.append(f"{where}: combined_training_csv {entry.get('combined_training_csv')!r}, but Phase 3 trains on "
                    f"{expected}")
     if isinstance(entry.get("training_spec"), str) and Path(entry["training_spec"]).is_file():
         spec = yaml.safe_load(Path(entry["training_spec"]).read_text()) or {}
         named = ((((spec.get("dataset") or {}).get("classify") or {}).get("train_dataset")) or {}).get("csv_path")
-        if named != entry.get("combined_training_csv"):
+        same = isinstance(named, str) and isinstance(trained, str) and Path(named).resolve() == Path(trained).resolve()
+        if not same:
             out.append(f"{where}: its training_spec {entry['training_spec']} names train_dataset {named!r}, not the "
                        f"CSV Phase 3 trained on ({entry.get('combined_training_csv')})")
     return out
@@ -418,8 +420,8 @@ def best_entry(state: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None
     """TAO's pick: complete entries with a metric result; those meeting every constraint if any do;
     lowest value for < / <=, highest for > / >=; ties to the earlier entry."""
     contract = state.get("metric_contract") or {}
-    cands = [(lb, e) for lb, e in (state.get("iterations") or {}).items()
-             if isinstance(e, Mapping) and e.get("status") == "complete" and isinstance(e.get("metric_result"), Mapping)]
+    cands = [(lb, e) for lb, e in (state.get("iterations") or {}).items() if isinstance(e, Mapping)
+             and e.get("status") == "complete" and isinstance(e.get("metric_result"), Mapping)]
 
     def meets(e: Mapping[str, Any]) -> bool:
         values = e["metric_result"].get("constraints") or {}

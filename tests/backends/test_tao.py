@@ -165,7 +165,8 @@ def test_train_makes_exactly_the_expected_docker_sdk_calls(ws: Path) -> None:
         "mounts": [_mount("/data/workspace", ws, True), _mount("/results", rd, False),
                    _mount("/data/images", ws / "images", True), _mount("/data/train_base", ws / "train/base", True),
                    _mount("/data/kpi", ws / "kpi", True),
-                   _mount("/data/pretrained_models/c_radio_v2_b.safetensors", ws / "backbone/c_radio_v2_b.safetensors", True)],
+                   _mount("/data/pretrained_models/c_radio_v2_b.safetensors", ws / "backbone/c_radio_v2_b.safetensors",
+                          True)],
         "shm_size": "8g",
         "device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])],
         # no policy passed: air-gapped (the safe reading), so TAO's offline variables are set
@@ -548,8 +549,8 @@ def test_tao_style_backbone_path_resolves_to_the_staged_file_and_mounts_read_onl
     layout = ContainerLayout.for_workspace(ws, ws / "results" / RUN)
     spec = _backbone_spec("/data/pretrained_models/c_radio_v2_b.safetensors")
     assert layout.stage_backbone(spec) == "/data/pretrained_models/c_radio_v2_b.safetensors"
-    assert layout.mounts[-1] == MountPoint(staged.resolve(), PurePosixPath("/data/pretrained_models/c_radio_v2_b.safetensors"),
-                                           True)
+    target = PurePosixPath("/data/pretrained_models/c_radio_v2_b.safetensors")
+    assert layout.mounts[-1] == MountPoint(staged.resolve(), target, True)
     found = find_staged_backbone(spec, ws)
     assert found is not None and found.weight_dir == staged.parent.resolve()  # config.backbone_weight_dir
     # a host path elsewhere is staged under its own name, at the same container directory

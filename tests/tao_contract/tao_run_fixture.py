@@ -113,8 +113,8 @@ def build_run_dir(root: Path) -> Path:
 
     it = rd / "iter1"
     mining = it / "mining_filter"
-    candidates = _parquet(mining / "mined_candidates.parquet",
-                          pd.DataFrame({"filepath": [str(images / "pool/cap/POOL0@1"), str(images / "pool/cap/POOL1@1")]}))
+    pool_ids = [str(images / "pool/cap/POOL0@1"), str(images / "pool/cap/POOL1@1")]
+    candidates = _parquet(mining / "mined_candidates.parquet", pd.DataFrame({"filepath": pool_ids}))
     mined = _parquet(mining / "mined.parquet", pd.DataFrame({"filepath": [str(images / "pool/cap/POOL0@1")]}))
     summary = _json(mining / "mining_history_summary.json", {
         "iteration": 1, "topn": 5, "candidate_unique_count": 2, "already_mined_count": 0, "selected_count": 1,

@@ -135,7 +135,8 @@ def test_backbone_lookup_follows_backbone_weight_dir(run_dir: Path) -> None:
         spec = yaml.safe_load(spec_path.read_text())
         spec["model"]["backbone"]["pretrained_backbone_path"] = f"/data/pretrained_models/{staged.name}"
         spec_path.write_text(yaml.safe_dump(spec))
-    edit_json(run_dir / "best_model.json", lambda b: b.update(backbone_container_path=f"/data/pretrained_models/{staged.name}"))
+    mounted = f"/data/pretrained_models/{staged.name}"
+    edit_json(run_dir / "best_model.json", lambda b: b.update(backbone_container_path=mounted))
     path = run_dir / "best_model_inference_spec.yaml"
     spec = yaml.safe_load(path.read_text())
     spec["model"]["backbone"]["pretrained_backbone_path"] = f"/data/pretrained_models/{staged.name}"

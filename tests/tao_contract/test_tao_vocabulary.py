@@ -130,8 +130,8 @@ def test_anomalygen_block_has_taos_keys_for_both_generators(tmp_path: Path) -> N
     builtin = ti.anomalygen_block("builtin", 16, images_dir=tmp_path / "images")
     assert tuple(builtin) == ti.ANOMALYGEN_KEYS
     assert builtin["num_SDG"] == 16 and builtin["mode"] == "procedural" and builtin["container"] is None
-    ag = ti.anomalygen_block("anomalygen", 20, images_dir=tmp_path, workspace_root=tmp_path, project="nvpcb", step=14000,
-                             container="nvcr.io/x:1")
+    ag = ti.anomalygen_block("anomalygen", 20, images_dir=tmp_path, workspace_root=tmp_path, project="nvpcb",
+                             step=14000, container="nvcr.io/x:1")
     assert tuple(ag) == ti.ANOMALYGEN_KEYS
     assert ag["defect_spec"] == str(tmp_path / "augmentation/anomalygen/datasets/nvpcb/defect_spec.jsonl")
     assert ag["checkpoint_dir"] == str(tmp_path / "augmentation/anomalygen/checkpoints/nvpcb")
@@ -243,12 +243,13 @@ def test_phase3_trains_on_the_last_iterations_csv_not_the_best() -> None:
 
 
 def test_final_automl_entry_and_recorded_training_data(tmp_path: Path) -> None:
-    spec: dict[str, Any] = {"dataset": {"classify": {"train_dataset": {"csv_path": "/data/base.csv", "images_dir": "/data/img"},
-                                     "image_ext": ".png"}}}
+    base = {"csv_path": "/data/base.csv", "images_dir": "/data/img"}
+    spec: dict[str, Any] = {"dataset": {"classify": {"train_dataset": base, "image_ext": ".png"}}}
     recorded = ti.record_training_data(spec, train_csv=tmp_path / "c.csv", images_dir=tmp_path,
                                        val_csv=tmp_path / "v.csv", val_images_dir=tmp_path / "img")
     cls = recorded["dataset"]["classify"]
-    assert cls["train_dataset"] == {"csv_path": str((tmp_path / "c.csv").resolve()), "images_dir": str(tmp_path.resolve())}
+    assert cls["train_dataset"] == {"csv_path": str((tmp_path / "c.csv").resolve()),
+                                    "images_dir": str(tmp_path.resolve())}
     assert cls["validation_dataset"]["csv_path"] == str((tmp_path / "v.csv").resolve()) and cls["image_ext"] == ".png"
     assert spec["dataset"]["classify"]["train_dataset"]["csv_path"] == "/data/base.csv"  # input untouched
     entry = ti.final_automl_entry(best_ckpt_path=tmp_path / "m.pth", training_spec=tmp_path / "s.yaml",
@@ -265,7 +266,8 @@ def test_final_automl_entry_and_recorded_training_data(tmp_path: Path) -> None:
 
 def _spec(value: str | None, **backbone: object) -> dict:
     return {"encryption_key": "k", "task": "classify",
-            "train": {"num_epochs": 3, "classify": {"loss": "contrastive", "cls_weight": [1, 9]}, "optim": {"lr": 1e-4}},
+            "train": {"num_epochs": 3, "classify": {"loss": "contrastive", "cls_weight": [1, 9]},
+                      "optim": {"lr": 1e-4}},
             "model": {"backbone": {"type": "vit_large_dinov3", "pretrained_backbone_path": value, **backbone},
                       "classify": {"eval_margin": 0.5, "difference_module": "euclidean"}},
             "dataset": {"classify": {"train_dataset": {"csv_path": "a"}, "validation_dataset": {"csv_path": "b"},
