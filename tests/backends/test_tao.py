@@ -464,8 +464,8 @@ def test_pull_only_when_policy_allows() -> None:
     client = FakeDockerClient()
     with pytest.raises(ContainerPolicyError, match="network_mode is airgap.*docker load"):
         pull_image(client, IMAGE, AIRGAP)
-    # raypipe's old word: TAO's tools would read it as network-enabled, raypipe fails closed
-    with pytest.raises(ContainerPolicyError, match="airgap"):
+    # raypipe's old word: TAO's tools would read it as network-enabled, raypipe fails closed and says why
+    with pytest.raises(ContainerPolicyError, match="network_mode is 'online', which raypipe reads as airgap"):
         pull_image(client, IMAGE, {"network_mode": "online", "allow_container_pull": True})
     with pytest.raises(ContainerPolicyError, match="allow_container_pull: true"):
         pull_image(client, IMAGE, execution_policy("network-enabled", activation_source="test"))

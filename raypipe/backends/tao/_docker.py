@@ -86,6 +86,15 @@ def _policy(policy: Any, key: str, default: Any) -> Any:
     return getattr(policy, key, default)
 
 
+def _airgap_reason(policy: Mapping[str, Any] | None) -> str:
+    """Why raypipe treats the run as air-gapped, naming a value that is not one of TAO's two words."""
+    mode = policy.get("network_mode") if isinstance(policy, Mapping) else None
+    if mode == "airgap":
+        return "execution_policy.network_mode is airgap"
+    return (f"execution_policy.network_mode is {mode!r}, which raypipe reads as airgap (TAO's words: airgap | "
+            "network-enabled)")
+
+
 def pull_image(client: Any, image: str, policy: Mapping[str, Any] | None) -> str:
     """Make ``image`` present: ``"PRESENT"`` (no pull needed) or ``"PULLED"``.
 
@@ -101,7 +110,7 @@ def pull_image(client: Any, image: str, policy: Mapping[str, Any] | None) -> str
         return "PRESENT"
     if airgapped(policy):
         raise ContainerPolicyError(
-            f"container image {image} is MISSING and execution_policy.network_mode is airgap: raypipe pulls "
+            f"container image {image} is MISSING and {_airgap_reason(policy)}: raypipe pulls "
             f"nothing; load it into this Docker engine yourself (docker save on a connected machine, then "
             f"docker load -i <file>)")
     if not allows(policy, "container_pull"):
@@ -122,7 +131,7 @@ def registry_login(client: Any, policy: Mapping[str, Any] | None, *, registry: s
     appears in no return value, message or log.
     """
     if airgapped(policy):
-        raise ContainerPolicyError(f"registry login to {registry} refused: execution_policy.network_mode is airgap")
+        raise ContainerPolicyError(f"registry login to {registry} refused: {_airgap_reason(policy)}")
     if not allows(policy, "registry_login"):
         raise ContainerPolicyError(
             f"registry login to {registry} is not allowed by the execution policy: set "
@@ -199,7 +208,7 @@ class ContainerRun:
 
 
 def _missing_image(image: str, state: str, policy: Mapping[str, Any] | None) -> ContainerPolicyError:
-    how = ("execution_policy.network_mode is airgap: load it yourself (docker load -i <file>)" if airgapped(policy)
+    how = (f"{_airgap_reason(policy)}: load it yourself (docker load -i <file>)" if airgapped(policy)
            else "it is pulled only after the pre-flight gate and only when execution_policy allows "
                 f"(network_mode: network-enabled, allow_container_pull: true), or pull it yourself (docker pull {image})")
     return ContainerPolicyError(f"container image {image} is {state} on this Docker engine; {how}")
