@@ -1,7 +1,8 @@
 """A recording fake of the subset of ``docker.DockerClient`` the TAO backend uses.
 
 No Docker engine runs on the dev/CI machines, so the TAO backend is tested by recording the exact
-SDK calls it makes. The fake also *acts* like TAO's ``visual_changenet`` so the rest of the code
+SDK calls it makes. Like the real SDK, ``containers.create`` of a missing image raises
+``ImageNotFound``; ``containers.run`` (which would pull it implicitly) fails the test outright. The fake also *acts* like TAO's ``visual_changenet`` so the rest of the code
 path is real: it reads the spec through the recorded bind mounts (a path no mount covers, or a
 write into a read-only mount, fails the "container" as it would in Docker), checks that every
 image file of every row exists through the mounts, and writes what TAO writes — JSONL
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import docker.errors
 import pandas as pd
@@ -51,8 +53,28 @@ class FakeTao:
 
 
 class FakeContainer:
-    def __init__(self, client: "FakeDockerClient", logs: list[bytes], exit_code: int) -> None:
-        self._client, self._logs, self._exit_code = client, logs, exit_code
+    """A created container; ``start`` runs the simulated ``visual_changenet`` against its mounts."""
+
+    def __init__(self, client: FakeDockerClient, command: list[str], mounts: list[Any]) -> None:
+        self._client, self._command, self._mounts = client, command, mounts
+        self._logs: list[bytes] = []
+        self._exit_code = -1
+
+    def start(self, **kwargs: Any) -> None:
+        self._client.calls.append(Call("container.start", (), kwargs))
+        if self._client.run_error:
+            raise docker.errors.APIError(self._client.run_error)
+        tao = self._client.tao
+        sim = _Simulation(self._mounts, tao, self._client.last_environment)
+        try:
+            sim.execute(self._command)
+            self._exit_code = 0 if tao.exit_code is None else tao.exit_code
+            self._logs = [f"{line}\n".encode() for line in sim.log] + [f"{tao.log_line}\n".encode()]
+            if self._exit_code:
+                self._logs.append(b"RuntimeError: CUDA out of memory (simulated)\n")
+        except ContainerFailed as exc:
+            self._exit_code = 1
+            self._logs = [f"{line}\n".encode() for line in sim.log] + [f"Error: {exc}\n".encode()]
 
     def logs(self, **kwargs: Any) -> Any:
         self._client.calls.append(Call("container.logs", (), kwargs))
@@ -67,30 +89,24 @@ class FakeContainer:
 
 
 class FakeContainers:
-    def __init__(self, client: "FakeDockerClient") -> None:
+    def __init__(self, client: FakeDockerClient) -> None:
         self._client = client
 
-    def run(self, image: str, command: Any = None, **kwargs: Any) -> FakeContainer:
-        self._client.calls.append(Call("containers.run", (image,), dict(kwargs, command=command)))
-        if self._client.run_error:
-            raise docker.errors.APIError(self._client.run_error)
+    def create(self, image: str, command: Any = None, **kwargs: Any) -> FakeContainer:
+        """Like the SDK's ``create``: a missing image is ``ImageNotFound``, never a pull."""
+        self._client.calls.append(Call("containers.create", (image,), dict(kwargs, command=command)))
         if image not in self._client.present:
-            raise AssertionError(f"containers.run on a missing image {image} would pull it implicitly")
-        assert kwargs.get("detach") is True, "the backend must run detached to stream logs"
-        sim = _Simulation(kwargs.get("mounts") or [], self._client.tao)
-        try:
-            sim.execute(list(command))
-            code = 0 if self._client.tao.exit_code is None else self._client.tao.exit_code
-            logs = [f"{line}\n".encode() for line in sim.log] + [f"{self._client.tao.log_line}\n".encode()]
-            if code:
-                logs.append(b"RuntimeError: CUDA out of memory (simulated)\n")
-        except ContainerFailed as exc:
-            code, logs = 1, [f"{line}\n".encode() for line in sim.log] + [f"Error: {exc}\n".encode()]
-        return FakeContainer(self._client, logs, code)
+            raise docker.errors.ImageNotFound(f"No such image: {image}")
+        self._client.last_environment = dict(kwargs.get("environment") or {})
+        return FakeContainer(self._client, list(command), kwargs.get("mounts") or [])
+
+    def run(self, image: str, command: Any = None, **kwargs: Any) -> FakeContainer:
+        raise AssertionError("containers.run pulls a missing image by itself (behind the execution policy); "
+                             "the backend must use containers.create + container.start")
 
 
 class FakeImages:
-    def __init__(self, client: "FakeDockerClient") -> None:
+    def __init__(self, client: FakeDockerClient) -> None:
         self._client = client
 
     def get(self, name: str) -> Any:
@@ -115,6 +131,7 @@ class FakeDockerClient:
         self.present = set(present)
         self.engine_up = engine_up
         self.tao = tao or FakeTao()
+        self.last_environment: dict[str, str] = {}
         self.login_error = login_error
         self.containers = FakeContainers(self)
         self.images = FakeImages(self)
@@ -139,9 +156,10 @@ class FakeDockerClient:
 class _Simulation:
     """The part of ``visual_changenet`` the backend depends on, run against the bind mounts."""
 
-    def __init__(self, mounts: list[Any], tao: FakeTao) -> None:
+    def __init__(self, mounts: list[Any], tao: FakeTao, environment: dict[str, str]) -> None:
         self.mounts = [(PurePosixPath(m["Target"]), Path(m["Source"]), bool(m.get("ReadOnly"))) for m in mounts]
         self.tao = tao
+        self.environment = environment
         self.log: list[str] = []
 
     def host(self, container_path: str, *, write: bool = False) -> Path:
@@ -178,7 +196,7 @@ class _Simulation:
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
             node[parts[-1]] = yaml.safe_load(value)
-        self.tao.runs.append({"task": task, "argv": argv, "spec": spec})
+        self.tao.runs.append({"task": task, "argv": argv, "spec": spec, "environment": dict(self.environment)})
         if task == "train":
             self.train(spec)
         elif task in ("inference", "evaluate"):

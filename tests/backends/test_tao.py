@@ -1,4 +1,4 @@
-"""TAO container backend (SPEC §10).
+"""TAO container backend.
 
 No Docker engine runs on the dev/CI machines: the container path is tested by asserting the exact
 docker SDK calls against a recording fake client (tests/backends/tao_fake_docker.py) that also
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import docker
 import pandas as pd
@@ -20,22 +21,33 @@ import pytest
 import yaml
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Mount
+from tao_fake_docker import FakeDockerClient, FakeTao
 
 from raypipe.backends import TrainingError, get_backend
 from raypipe.backends.tao import (
+    BackboneError,
+    ContainerLayout,
     ContainerPolicyError,
+    ContainerRun,
+    MountPoint,
+    StagedBackbone,
     TaoEmbedUnsupported,
     TaoTrainer,
+    backbone_blocker,
     credential_status,
     docker_version,
+    find_staged_backbone,
     image_status,
+    preflight_lines,
     pull_image,
     registry_login,
+    run_container,
 )
 from raypipe.spec import SpecError
-from tao_fake_docker import FakeDockerClient, FakeTao
+from raypipe.tao_interop import execution_policy
 
 IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:6.25.9-pyt"
+OFFLINE = {"AIR_GAPPED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PIP_NO_INDEX": "1"}
 LIGHTS = {"SolderLight": 0, "UniformLight": 1}
 RUN = "run_20260101_000000"
 
@@ -62,7 +74,7 @@ def _write_images(images: Path, df: pd.DataFrame) -> None:
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
-    """A tiny workspace in the SPEC §2 layout (image bytes are placeholders: the fake only checks paths)."""
+    """A tiny workspace in the standard AOI layout (image bytes are placeholders: the fake only checks paths)."""
     ws = tmp_path / "ws"
     train = _rows("train", ["PASS", "PASS", "PASS", "missing", "PASS", "bridge"])
     val = _rows("val", ["PASS", "PASS", "Missing ", "bridge"])
@@ -130,7 +142,7 @@ def _expected_ulimits() -> list[docker.types.Ulimit]:
 def _train(ws: Path, client: FakeDockerClient, **kw):
     rd = ws / "results" / RUN
     trainer = _trainer(ws, client, **kw)
-    seen = []
+    seen: list[object] = []
     result = trainer.train(_spec(ws), ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
                            rd / "baseline" / "train", images_dir=ws / "images", seed=7, on_epoch=seen.append)
     return result, seen
@@ -141,9 +153,11 @@ def test_train_makes_exactly_the_expected_docker_sdk_calls(ws: Path) -> None:
     rd = (ws / "results" / RUN).resolve()
     _train(ws, client, val_scoring="status")
 
+    # create + start, never containers.run (which would pull a missing image by itself)
     assert [c.name for c in client.calls] == [
-        "images.get", "containers.run", "container.logs", "container.wait", "container.remove"]
-    run = client.named("containers.run")[0]
+        "images.get", "containers.create", "container.start", "container.logs", "container.wait",
+        "container.remove"]
+    run = client.named("containers.create")[0]
     assert run.args == (IMAGE,)
     assert run.kwargs == {
         "command": ["visual_changenet", "train", "-e", "/results/baseline/train/experiment.yaml",
@@ -151,21 +165,21 @@ def test_train_makes_exactly_the_expected_docker_sdk_calls(ws: Path) -> None:
         "mounts": [_mount("/data/workspace", ws, True), _mount("/results", rd, False),
                    _mount("/data/images", ws / "images", True), _mount("/data/train_base", ws / "train/base", True),
                    _mount("/data/kpi", ws / "kpi", True),
-                   _mount("/data/backbone/c_radio_v2_b.safetensors", ws / "backbone/c_radio_v2_b.safetensors", True)],
+                   _mount("/data/pretrained_models/c_radio_v2_b.safetensors", ws / "backbone/c_radio_v2_b.safetensors",
+                          True)],
         "shm_size": "8g",
         "device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])],
-        "environment": {} if os.getuid() == 0 else {"HOME": "/tmp"},  # an arbitrary uid has no home
+        # no policy passed: air-gapped (the safe reading), so TAO's offline variables are set
+        "environment": OFFLINE | ({} if os.getuid() == 0 else {"HOME": "/tmp"}),  # an arbitrary uid has no home
         "user": f"{os.getuid()}:{os.getgid()}",
         "ulimits": _expected_ulimits(),
         "labels": {"raypipe.backend": "tao", "raypipe.task": "train"},
-        "detach": True,
     }
     assert client.named("container.logs")[0].kwargs == {"stream": True, "follow": True}
     assert client.named("container.remove")[0].kwargs == {"force": True}
 
     # The real SDK accepts these kwargs and builds the intended HostConfig (8 GiB /dev/shm, no host IPC).
-    create = _create_container_args(dict({k: v for k, v in run.kwargs.items() if k != "detach"},
-                                         image=IMAGE, version="1.45"))
+    create = _create_container_args(dict(run.kwargs, image=IMAGE, version="1.45"))
     host_config = create["host_config"]
     assert host_config["ShmSize"] == 8 * 1024 ** 3
     assert "IpcMode" not in host_config and "Privileged" not in host_config
@@ -187,7 +201,7 @@ def test_container_spec_has_container_paths_only(ws: Path) -> None:
     assert spec["train"]["resume_training_checkpoint_path"] is None
     assert spec["train"]["validation_interval"] == 3  # clamped to num_epochs (TAO asserts it)
     assert spec["train"]["seed"] == 7
-    assert spec["model"]["backbone"]["pretrained_backbone_path"] == "/data/backbone/c_radio_v2_b.safetensors"
+    assert spec["model"]["backbone"]["pretrained_backbone_path"] == "/data/pretrained_models/c_radio_v2_b.safetensors"
     assert "automl_policy" not in spec and "workflow" not in spec
     assert str(ws) not in (result.out_dir / "experiment.yaml").read_text()  # no host path leaks in
 
@@ -207,9 +221,9 @@ def test_train_result_best_val_by_far_and_latest(ws: Path) -> None:
     assert [e.train_loss for e in seen] == [2.0, 1.0, pytest.approx(2 / 3)]
     assert math.isnan(seen[0].val_loss) and seen[2].val_loss == pytest.approx(1 / 3)  # validation every 3rd epoch
     # one train container + one validation-scoring inference container per checkpoint
-    commands = [c.kwargs["command"][:2] for c in client.named("containers.run")]
+    commands = [c.kwargs["command"][:2] for c in client.named("containers.create")]
     assert commands == [["visual_changenet", "train"]] + [["visual_changenet", "inference"]] * 3
-    scoring = client.named("containers.run")[2].kwargs["command"]
+    scoring = client.named("containers.create")[2].kwargs["command"]
     assert scoring == ["visual_changenet", "inference", "-e",
                        "/results/baseline/train/val_scoring/model_epoch_001_step_00006/tao_inference/inference_spec.yaml",
                        "results_dir=/results/baseline/train/val_scoring/model_epoch_001_step_00006/tao_inference"]
@@ -227,7 +241,7 @@ def test_val_scoring_status_picks_lowest_val_loss(ws: Path) -> None:
         images_dir=ws / "images")
     assert result.best_val_ckpt.name == "model_epoch_001_step_00006.pth" and result.best_val_loss == 0.2
     assert math.isnan(result.best_val_far)
-    assert len(client.named("containers.run")) == 1
+    assert len(client.named("containers.create")) == 1
 
 
 def test_secret_values_never_reach_docker(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,8 +252,8 @@ def test_secret_values_never_reach_docker(ws: Path, monkeypatch: pytest.MonkeyPa
     result, _ = _train(ws, client, env_allowlist=["TZ"], user="1000:1000")
     _trainer(ws, client).infer(_spec(ws), result.best_val_ckpt, ws / "kpi/testing_set.csv",
                                ws / "results" / RUN / "baseline/inference/best_val", images_dir=ws / "images")
-    first = client.named("containers.run")[0].kwargs
-    assert first["environment"] == {"TZ": "UTC", "HOME": "/tmp"} and first["user"] == "1000:1000"
+    first = client.named("containers.create")[0].kwargs
+    assert first["environment"] == {"TZ": "UTC", "HOME": "/tmp"} | OFFLINE and first["user"] == "1000:1000"
     assert secret not in repr(client.calls)
     for p in (ws / "results").rglob("*"):
         if p.is_file():
@@ -281,7 +295,7 @@ def test_missing_image_is_refused_before_containers_run(ws: Path) -> None:
     client = FakeDockerClient(present=())  # containers.run would pull it implicitly, bypassing the gate
     with pytest.raises(ContainerPolicyError, match="MISSING"):
         _train(ws, client)
-    assert client.named("containers.run") == [] and client.named("images.pull") == []
+    assert client.named("containers.create") == [] and client.named("images.pull") == []
 
 
 def test_stale_checkpoints_are_cleared_so_tao_does_not_resume(ws: Path) -> None:
@@ -303,7 +317,7 @@ def test_init_ckpt_and_out_dir_outside_the_run_dir_get_their_own_mounts(ws: Path
     result = _trainer(ws, client, val_scoring="status").train(
         _spec(ws), ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv", out, init,
         images_dir=ws / "images")
-    mounts = client.named("containers.run")[0].kwargs["mounts"]
+    mounts = client.named("containers.create")[0].kwargs["mounts"]
     assert _mount("/data/extra/0_trial_0001", out, False) in mounts
     assert _mount("/data/extra/1_model_epoch_004_step_00100.pth", init, True) in mounts
     spec = client.tao.runs[0]["spec"]
@@ -325,7 +339,7 @@ def test_infer_normalises_to_spec_columns(ws: Path) -> None:
     assert list(df["label"]) == ["PASS", "PASS", "bridge", "PASS"]
     assert list(df["siamese_score"].astype(float)) == [0.1, 0.1, 0.9, 0.1]
     assert list(df["boardname"]) == ["board0", "board1", "board0", "board1"]
-    run = client.named("containers.run")[0]
+    run = client.named("containers.create")[0]
     assert run.kwargs["command"] == ["visual_changenet", "inference", "-e",
                                      "/results/baseline/inference/latest/tao_inference/inference_spec.yaml",
                                      "results_dir=/results/baseline/inference/latest/tao_inference"]
@@ -364,7 +378,7 @@ def test_row_path_outside_every_mount_names_file_row_column(ws: Path, tmp_path: 
     client = FakeDockerClient(present=(IMAGE,))
     with pytest.raises(ValueError, match=r"bad\.csv: row 3, column 'golden_path'.*outside every directory mounted"):
         _trainer(ws, client).infer(_spec(ws), ckpt, bad, ws / "results" / RUN / "inf", images_dir=ws / "images")
-    assert client.named("containers.run") == []
+    assert client.named("containers.create") == []
 
 
 def test_evaluate_returns_tao_kpis(ws: Path) -> None:
@@ -374,7 +388,7 @@ def test_evaluate_returns_tao_kpis(ws: Path) -> None:
     kpi = _trainer(ws, client).evaluate(_spec(ws), ckpt, ws / "kpi/testing_set.csv", ws / "results" / RUN / "ev",
                                         images_dir=ws / "images")
     assert kpi == {"test_acc": 0.75, "test_fpr": 0.25, "test_fnr": 0.0, "defect_acc": 1.0}
-    assert client.named("containers.run")[0].kwargs["command"][:2] == ["visual_changenet", "evaluate"]
+    assert client.named("containers.create")[0].kwargs["command"][:2] == ["visual_changenet", "evaluate"]
     assert client.tao.runs[0]["spec"]["evaluate"]["checkpoint"] == "/results/model_epoch_000_step_00001.pth"
 
 
@@ -384,21 +398,21 @@ def test_forbidden_spec_keys_are_refused_before_any_container(ws: Path) -> None:
     with pytest.raises(SpecError, match="automl_policy"):
         _trainer(ws, client).train(spec, ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
                                    ws / "results" / RUN / "t", images_dir=ws / "images")
-    assert client.named("containers.run") == []
+    assert client.named("containers.create") == []
 
 
 def test_gpus_follow_ray_assignment(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     client = FakeDockerClient(present=(IMAGE,))
     _train(ws, client, val_scoring="status")
-    assert client.named("containers.run")[0].kwargs["device_requests"] == [
+    assert client.named("containers.create")[0].kwargs["device_requests"] == [
         DeviceRequest(device_ids=["1"], capabilities=[["gpu"]])]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ValueError, match="needs a GPU"):
         _train(ws, FakeDockerClient(present=(IMAGE,)))
     client = FakeDockerClient(present=(IMAGE,))
     _train(ws, client, val_scoring="status", gpus="all")
-    assert client.named("containers.run")[0].kwargs["device_requests"] == [
+    assert client.named("containers.create")[0].kwargs["device_requests"] == [
         DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
 
@@ -441,17 +455,26 @@ def test_credential_status_is_set_unset_only(monkeypatch: pytest.MonkeyPatch) ->
     assert secret not in repr(status)
 
 
+AIRGAP = execution_policy("airgap", activation_source="test")
+ONLINE = execution_policy("network-enabled", activation_source="test", allow_container_pull=True,
+                          allow_registry_login=True)
+
+
 def test_pull_only_when_policy_allows() -> None:
     client = FakeDockerClient()
+    with pytest.raises(ContainerPolicyError, match="network_mode is airgap.*docker load"):
+        pull_image(client, IMAGE, AIRGAP)
+    # raypipe's old word: TAO's tools would read it as network-enabled, raypipe fails closed and says why
+    with pytest.raises(ContainerPolicyError, match="network_mode is 'online', which raypipe reads as airgap"):
+        pull_image(client, IMAGE, {"network_mode": "online", "allow_container_pull": True})
     with pytest.raises(ContainerPolicyError, match="allow_container_pull: true"):
-        pull_image(client, IMAGE, {"network_mode": "offline", "allow_container_pull": True})
-    with pytest.raises(ContainerPolicyError):
-        pull_image(client, IMAGE, {"network_mode": "online", "allow_container_pull": False})
+        pull_image(client, IMAGE, execution_policy("network-enabled", activation_source="test"))
     assert client.named("images.pull") == []
-    assert pull_image(client, IMAGE, {"network_mode": "online", "allow_container_pull": True}) == "PULLED"
+    assert {c.name for c in client.calls} == {"images.get"}  # asking the local engine only
+    assert pull_image(client, IMAGE, ONLINE) == "PULLED"
     pull = client.named("images.pull")
     assert [(c.args, c.kwargs) for c in pull] == [(("nvcr.io/nvidia/tao/tao-toolkit",), {"tag": "6.25.9-pyt"})]
-    assert pull_image(client, IMAGE, {"network_mode": "offline"}) == "PRESENT"  # present: nothing to do
+    assert pull_image(client, IMAGE, AIRGAP) == "PRESENT"  # present: nothing to do, in any mode
     assert len(client.named("images.pull")) == 1
 
 
@@ -459,16 +482,132 @@ def test_registry_login_only_when_allowed_and_never_leaks(monkeypatch: pytest.Mo
     secret = secrets.token_hex(16)
     monkeypatch.setenv("NGC_KEY", secret)
     client = FakeDockerClient()
+    with pytest.raises(ContainerPolicyError, match="refused: execution_policy.network_mode is airgap"):
+        registry_login(client, AIRGAP)
     with pytest.raises(ContainerPolicyError, match="allow_registry_login: true"):
-        registry_login(client, {"network_mode": "online", "allow_registry_login": False})
-    assert client.named("login") == []
-    policy = {"network_mode": "online", "allow_registry_login": True}
-    assert registry_login(client, policy) == "LOGGED_IN"
+        registry_login(client, execution_policy("network-enabled", activation_source="test"))
+    assert client.calls == []  # refused before the engine is even asked
+    assert registry_login(client, ONLINE) == "LOGGED_IN"
     assert client.named("login")[0].kwargs == {"username": "$oauthtoken", "password": secret, "registry": "nvcr.io"}
     failing = FakeDockerClient(login_error=f"unauthorized: bad key {secret}")
     with pytest.raises(ContainerPolicyError) as err:
-        registry_login(failing, policy)
+        registry_login(failing, ONLINE)
     assert secret not in str(err.value) and "***" in str(err.value)
     monkeypatch.delenv("NGC_KEY")
     with pytest.raises(ContainerPolicyError, match="NGC_KEY \\(UNSET\\)"):
-        registry_login(client, policy)
+        registry_login(client, ONLINE)
+
+
+def _bare_run(env: dict[str, str]) -> ContainerRun:
+    # Not a visual_changenet command: the fake "container" exits 1 at once; only the SDK calls matter here.
+    return ContainerRun(image=IMAGE, command=["true"], layout=ContainerLayout(), shm_size="8g", device_requests=[],
+                        environment=env, user=None, labels={})
+
+
+def test_airgapped_containers_run_with_taos_offline_variables(tmp_path: Path) -> None:
+    client = FakeDockerClient(present=(IMAGE,))
+    forwarded = {"TZ": "UTC", "HF_HUB_OFFLINE": "0"}  # a forwarded host value must not undo the air gap
+    assert run_container(client, _bare_run(forwarded), tmp_path / "a.log", policy=AIRGAP) == 1
+    assert client.named("containers.create")[0].kwargs["environment"] == {"TZ": "UTC"} | OFFLINE
+    assert run_container(client, _bare_run(forwarded), tmp_path / "b.log", policy=ONLINE) == 1
+    assert client.named("containers.create")[1].kwargs["environment"] == forwarded
+    assert "HF_HUB_OFFLINE" in (tmp_path / "a.log").read_text()  # names in the log header, never values
+    assert client.named("images.pull") == [] and client.named("login") == []
+
+
+def test_missing_image_under_airgap_names_docker_load(ws: Path) -> None:
+    client = FakeDockerClient(present=())
+    with pytest.raises(ContainerPolicyError, match="MISSING.*airgap.*docker load"):
+        _train(ws, client)
+    assert client.named("containers.create") == [] and client.named("images.pull") == []
+
+
+def test_image_gone_between_check_and_create_is_still_not_pulled(tmp_path: Path) -> None:
+    client = FakeDockerClient(present=(IMAGE,))
+    real_create = client.containers.create
+
+    def vanish(image: str, command: object = None, **kwargs: object) -> object:
+        client.present.discard(image)  # `docker rmi` by someone else after the presence check
+        return real_create(image, command, **kwargs)
+
+    client.containers.create = vanish  # type: ignore[method-assign,assignment]
+    with pytest.raises(ContainerPolicyError, match="MISSING"):
+        run_container(client, _bare_run({}), tmp_path / "c.log", policy=ONLINE)
+    assert client.named("images.pull") == [] and client.named("container.start") == []
+
+
+# -- backbone staging (TAO's layout: <ws>/augmentation/backbone/<file> -> /data/pretrained_models/<file>) ---
+
+def _backbone_spec(value: str | None, btype: str = "c_radio_v2_vit_base_patch16_224", **extra: object) -> dict:
+    return {"model": {"backbone": {"type": btype, "pretrained_backbone_path": value, **extra}}}
+
+
+def test_tao_style_backbone_path_resolves_to_the_staged_file_and_mounts_read_only(ws: Path) -> None:
+    staged = ws / "augmentation" / "backbone" / "c_radio_v2_b.safetensors"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"radio")
+    layout = ContainerLayout.for_workspace(ws, ws / "results" / RUN)
+    spec = _backbone_spec("/data/pretrained_models/c_radio_v2_b.safetensors")
+    assert layout.stage_backbone(spec) == "/data/pretrained_models/c_radio_v2_b.safetensors"
+    target = PurePosixPath("/data/pretrained_models/c_radio_v2_b.safetensors")
+    assert layout.mounts[-1] == MountPoint(staged.resolve(), target, True)
+    found = find_staged_backbone(spec, ws)
+    assert found is not None and found.weight_dir == staged.parent.resolve()  # config.backbone_weight_dir
+    # a host path elsewhere is staged under its own name, at the same container directory
+    other = ws / "backbone" / "c_radio_v2_b.safetensors"
+    assert find_staged_backbone(_backbone_spec(str(other)), ws) == StagedBackbone(
+        other.resolve(), PurePosixPath("/data/pretrained_models/c_radio_v2_b.safetensors"))
+    assert backbone_blocker(spec, ws) is None and layout.stage_backbone(_backbone_spec(None)) is None
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, (r"names no backbone weights .*augmentation/backbone/c_radio_v2_b\.safetensors.*"
+           r"pretrained_backbone_path: /data/pretrained_models/c_radio_v2_b\.safetensors")),
+    ("", "names no backbone weights"),
+    ("https://huggingface.co/nvidia/C-RADIOv2-B/model.safetensors", "no URL, no hub id"),
+    ("nvidia/C-RADIOv2-B", "not a local"),
+    ("/data/pretrained_models/missing.safetensors", r"not staged \(looked for .*augmentation/backbone/missing"),
+])
+def test_backbone_blocker_names_what_to_stage(ws: Path, value: str | None, message: str) -> None:
+    blocker = backbone_blocker(_backbone_spec(value), ws)
+    assert blocker is not None and re.search(message, blocker), blocker
+    if value:
+        with pytest.raises(BackboneError):
+            ContainerLayout.for_workspace(ws, None).stage_backbone(_backbone_spec(value))
+
+
+def test_unfrozen_dinov3_backbone_is_a_blocker(ws: Path) -> None:
+    staged = ws / "augmentation" / "backbone" / "vit_large_dinov3.safetensors"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"dino")
+    spec = _backbone_spec("/data/pretrained_models/vit_large_dinov3.safetensors", "vit_large_dinov3")
+    assert "freeze_backbone: true" in str(backbone_blocker(spec, ws))
+    spec["model"]["backbone"]["freeze_backbone"] = True
+    assert backbone_blocker(spec, ws) is None
+
+
+# -- pre-flight lines of the execution policy -----------------------------------------------------
+
+def test_preflight_lines_say_what_an_airgapped_run_will_not_do() -> None:
+    lines = preflight_lines(AIRGAP, images={IMAGE: "MISSING", "other:1": "PRESENT"}, credentials={"NGC_KEY": "SET"},
+                            endpoints={"tracking.tracking_uri": "https://mlflow.example:5000", "local": "sqlite:///x"})
+    by = [(ln.section, ln.level, ln.text) for ln in lines]
+    assert by[0][:2] == (1, "info") and "no image pull, no registry login and no network call" in by[0][2]
+    assert (2, "info", "NGC_KEY: N/A (offline: no registry login)") in by
+    assert (3, "blocker", f"{IMAGE}: MISSING and network_mode is airgap: load it with docker load") in by
+    assert (3, "ok", "other:1: PRESENT") in by
+    assert [t for s, lv, t in by if lv == "warn"] == [
+        ("tracking.tracking_uri: https://mlflow.example:5000 is a network endpoint; with network_mode airgap it "
+        "must lie inside the air gap")]
+
+
+def test_preflight_lines_when_network_enabled() -> None:
+    lines = preflight_lines(ONLINE, images={IMAGE: "MISSING"}, credentials={"NGC_KEY": "UNSET"},
+                            endpoints={"tracking.tracking_uri": "https://mlflow.example:5000"})
+    by = [(ln.section, ln.level, ln.text) for ln in lines]
+    assert by == [(1, "info", ("network_mode: network-enabled (source: test): image pull allowed after approval; "
+                              "registry login allowed after approval")),
+                  (2, "warn", "NGC_KEY: UNSET"),
+                  (3, "warn", f"{IMAGE}: MISSING (will be pulled after approval)")]
+    no_pull = preflight_lines(execution_policy("network-enabled", activation_source="t"), images={IMAGE: "UNKNOWN"})
+    assert no_pull[-1].level == "blocker" and "could not be asked" in no_pull[-1].text
