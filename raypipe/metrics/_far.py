@@ -1,4 +1,4 @@
-"""FAR at a recall target (SPEC §4).
+"""FAR at a recall target.
 
 FAR at 100 % recall is the KPI AOI lines ship on: every defect must be caught, and the price is
 the fraction of good parts flagged. It is decided by the single hardest defect, which is why the
@@ -96,7 +96,7 @@ def far_at_recall(is_defect: Sequence[bool], scores: Sequence[float], recall_tar
 
 
 def best_f1_threshold(is_defect: Sequence[bool], scores: Sequence[float], min_recall: float = 1.0) -> ThresholdResult | None:
-    """RCA threshold (SPEC §6.4): best F1 among thresholds with recall ≥ ``min_recall``; None if none."""
+    """RCA threshold: best F1 among thresholds with recall ≥ ``min_recall``; None if none."""
     y = np.asarray(is_defect, dtype=bool)
     if not y.any():
         raise MetricUndefinedError("no defect (NO_PASS) rows in the set")

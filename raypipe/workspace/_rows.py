@@ -1,4 +1,5 @@
-"""The CSV row contract shared by every stage (SPEC §2.1).
+"""The CSV row contract shared by every stage: columns ``input_path,golden_path,label,object_name`` first
+(extra columns kept), paths are image DIRECTORIES relative to the image root, labels normalised.
 
 Rows are read as strings (no NaN coercion) so that extra columns survive every stage byte-for-byte.
 """
