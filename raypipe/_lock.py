@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 LOCK_FILE = "results/.raypipe.lock"
 
@@ -90,7 +94,7 @@ def _read_fd(fd: int) -> LockHolder | None:
 
 
 class WorkspaceLock:
-    """``with WorkspaceLock(ws).held(run_dir) as lock: ...`` or :meth:`acquire` / :meth:`release`.
+    """:meth:`acquire` / :meth:`release` (or ``with WorkspaceLock(ws): ...``).
 
     >>> lock = WorkspaceLock("/data/ws")                       # doctest: +SKIP
     >>> note = lock.acquire(run_dir="/data/ws/results/run_x")  # raises WorkspaceLockedError if taken
@@ -165,12 +169,8 @@ class WorkspaceLock:
             os.close(self._fd)
             self._fd, self._holder = None, None
 
-    def held(self, run_dir: str | os.PathLike[str] | None = None) -> "WorkspaceLock":
-        """For ``with``: acquire now (a stale note is dropped; call :meth:`acquire` to show it)."""
-        self.acquire(run_dir)
-        return self
-
-    def __enter__(self) -> "WorkspaceLock":
+    def __enter__(self) -> Self:
+        """Acquire if not held yet (no run dir, stale note dropped: call :meth:`acquire` for those)."""
         if self._fd is None:
             self.acquire()
         return self

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import operator as _op
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 _OPS = {"<": _op.lt, "<=": _op.le, ">": _op.gt, ">=": _op.ge}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -73,7 +74,7 @@ class MetricContract:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MetricContract":
+    def from_dict(cls, d: Mapping[str, Any]) -> MetricContract:
         allowed = {"name", "display_name", "operator", "target", "unit", "evaluator", "constraints"}
         unknown = set(d) - allowed
         if unknown:

@@ -10,16 +10,21 @@ import json
 import math
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from raypipe._io import atomic_write_json, atomic_write_text, read_json
 from raypipe.metrics._contract import ContractError, MetricContract, validate_result
-from raypipe.metrics._far import MetricUndefinedError, auroc, far_at_recall, threshold_table
-
+from raypipe.metrics._far import (
+    MetricUndefinedError,
+    auroc,
+    far_at_recall,
+    threshold_table,
+)
 
 SIDE_FILES = ("threshold_metrics.csv", "summary.txt")  # written beside the output JSON
 _TABLE_HEADER = "threshold,tp,fp,tn,fn,precision,recall,f1,far_pct"
@@ -57,7 +62,11 @@ def labels_scores(df: pd.DataFrame, source: str,
     ``passed``) are refused unless ``label_map`` says what they mean, because each would silently
     count as a defect.
     """
-    from raypipe.workspace._labels import apply_label_map, label_issue, normalise_label_map
+    from raypipe.workspace._labels import (
+        apply_label_map,
+        label_issue,
+        normalise_label_map,
+    )
     from raypipe.workspace._rows import normalise_label
 
     missing = [c for c in ("label", "siamese_score") if c not in df.columns]
@@ -87,6 +96,9 @@ def require_defined(is_defect: np.ndarray, source: str, recall_target_pct: float
     """FAR at a recall target needs defect rows (recall) and PASS rows (FAR = FP / PASS rows)."""
     n = len(is_defect)
     metric = f"FAR at {recall_target_pct:g}% recall"
+    if n == 0:
+        raise MetricUndefinedError(f"{source}: {metric} is undefined: no data rows (header only); expected one row "
+                                   f"per evaluated sample")
     if not is_defect.any():
         raise MetricUndefinedError(f"{source}: {metric} is undefined: no defect (NO_PASS) rows among {n} rows; "
                                    f"add defect samples to the evaluated set")
@@ -134,8 +146,8 @@ def check_outputs(inference_csv: Path, output_json: Path) -> None:
                                       f"input. Choose an --output-json in another directory (threshold_metrics.csv "
                                       f"and summary.txt are written beside it)")
         if out.is_dir():
-            raise EvaluatorInputError(f"{out}: is a directory; choose an --output-json whose directory has no "
-                                      f"directory of that name")
+            raise EvaluatorInputError(f"{out}: is a directory; --output-json and the files beside it "
+                                      f"({', '.join(SIDE_FILES)}) must be file paths")
         if not _own_output(out):
             raise EvaluatorInputError(f"{out}: exists and is not an earlier output of this evaluator; refusing to "
                                       f"overwrite it. Move it away or choose an --output-json in another directory")
@@ -210,7 +222,7 @@ def run_evaluator(contract: MetricContract, inference_csv: Path, output_json: Pa
         argv = [str(ev["path"]), *[str(a) for a in ev.get("args", [])],
                 "--inference-csv", str(Path(inference_csv).resolve()),
                 "--output-json", str(Path(output_json).resolve())]
-        proc = subprocess.run(argv, capture_output=True, text=True)  # an argv list, never a shell
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # an argv list, never a shell
         if proc.returncode != 0:
             raise ContractError(f"evaluator {argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         raw = read_json(output_json)

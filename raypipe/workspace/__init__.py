@@ -15,7 +15,13 @@ from raypipe.workspace._check import (
     check_workspace,
     load_workspace,
 )
-from raypipe.workspace._demo import DEFAULT_LIGHTS, RARE_KINDS, DemoSettings, generate_demo, plan_counts
+from raypipe.workspace._demo import (
+    DEFAULT_LIGHTS,
+    RARE_KINDS,
+    DemoSettings,
+    generate_demo,
+    plan_counts,
+)
 from raypipe.workspace._images import (
     DEFAULT_MAX_PIXELS,
     ImageCheckOptions,
@@ -33,7 +39,13 @@ from raypipe.workspace._labels import (
     label_issue,
     normalise_label_map,
 )
-from raypipe.workspace._layout import ALL_CSV_FILES, CSV_FILES, IMAGE_ROOTS, SPEC_FILE, TEST_CSV
+from raypipe.workspace._layout import (
+    ALL_CSV_FILES,
+    CSV_FILES,
+    IMAGE_ROOTS,
+    SPEC_FILE,
+    TEST_CSV,
+)
 from raypipe.workspace._paths import DirIndex, PathEscapeError, confine
 from raypipe.workspace._problems import Problem, WorkspaceError
 from raypipe.workspace._rows import (
@@ -60,8 +72,8 @@ from raypipe.workspace._validate import (
 __all__ = [
     "ALL_CSV_FILES",
     "CSV_FILES",
-    "DEFAULT_MAX_PIXELS",
     "DEFAULT_LIGHTS",
+    "DEFAULT_MAX_PIXELS",
     "DEFECT_KINDS",
     "IMAGE_ROOTS",
     "LEAKAGE_KEY",

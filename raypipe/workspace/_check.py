@@ -17,12 +17,28 @@ import pandas as pd
 
 from raypipe.spec import SpecError, load_spec
 from raypipe.workspace._images import ImageCheckOptions, ImageScan, scan_images
-from raypipe.workspace._labels import LabelMapError, apply_label_map, check_labels, normalise_label_map
-from raypipe.workspace._layout import ALL_CSV_FILES, IMAGE_ROOTS, OPTIONAL_SPLITS, SPEC_FILE
+from raypipe.workspace._labels import (
+    LabelMapError,
+    apply_label_map,
+    check_labels,
+    normalise_label_map,
+)
+from raypipe.workspace._layout import (
+    ALL_CSV_FILES,
+    IMAGE_ROOTS,
+    OPTIONAL_SPLITS,
+    SPEC_FILE,
+)
 from raypipe.workspace._overlap import check_overlap
 from raypipe.workspace._paths import DirIndex, display, real
 from raypipe.workspace._problems import Collector, Problem, WorkspaceError
-from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, is_defect, normalise_label, read_rows
+from raypipe.workspace._rows import (
+    REQUIRED_COLUMNS,
+    ImageLayout,
+    is_defect,
+    normalise_label,
+    read_rows,
+)
 from raypipe.workspace._validate import inspect_rows
 
 _ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation",

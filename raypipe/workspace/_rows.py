@@ -6,9 +6,10 @@ Rows are read as strings (no NaN coercion) so that extra columns survive every s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -50,7 +51,7 @@ class ImageLayout:
     image_ext: str = ".png"
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ImageLayout":
+    def from_spec(cls, spec: dict[str, Any]) -> ImageLayout:
         ds = spec.get("dataset", {}).get("classify", {})
         input_map = ds.get("input_map") or {}
         if not isinstance(input_map, dict) or not input_map:

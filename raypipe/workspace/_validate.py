@@ -15,7 +15,12 @@ import pandas as pd
 
 from raypipe.workspace._paths import DirIndex, display, is_within, real
 from raypipe.workspace._problems import Collector, Problem
-from raypipe.workspace._rows import LEAKAGE_KEY, REQUIRED_COLUMNS, ImageLayout, normalise_label
+from raypipe.workspace._rows import (
+    LEAKAGE_KEY,
+    REQUIRED_COLUMNS,
+    ImageLayout,
+    normalise_label,
+)
 
 PATH_COLUMNS = ("input_path", "golden_path")
 _NO_FILES = pd.DataFrame({"row": pd.Series(dtype=np.int64), "column": pd.Series(dtype=object),
@@ -145,8 +150,8 @@ def inspect_rows(
                     keep[j] = False
                     escaped += 1
                     where = display(os.path.join(lexical[codes[i]], names[i]), workspace_root)
-                    out.add(Problem(file, int(i + 1), c, f"image file for light {light} is a symlink to {target}, "
-                                                         f"outside {root_real}: {where}; copy the file into the "
+                    out.add(Problem(file, int(i + 1), c, f"image file {where} (light {light}) is a symlink to "
+                                                         f"{target}, outside {root_real}; copy the file into the "
                                                          f"image root instead of linking to it"),
                             "symlink outside root")
             found_files.append(pd.DataFrame({"row": found[keep] + 1, "column": c, "light": light,

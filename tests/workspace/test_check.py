@@ -198,8 +198,8 @@ def test_missing_image_for_second_light_only(small_workspace: Path) -> None:
     (small_workspace / "images" / r.input_path / f"{r.object_name}_SolderLight.png").unlink()
     problems = _errors(small_workspace)
     assert problems == [
-        f"train/base/training_set.csv: row 7, column 'input_path': image file missing for light SolderLight: "
-        f"images/{r.input_path}/{r.object_name}_SolderLight.png"
+        (f"train/base/training_set.csv: row 7, column 'input_path': image file missing for light SolderLight: "
+         f"images/{r.input_path}/{r.object_name}_SolderLight.png")
     ]
 
 
@@ -383,7 +383,7 @@ def test_confine(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "raypipe.workspace", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+                          cwd=REPO, timeout=300, check=False)
 
 
 def test_check_cli_exit_codes(small_workspace: Path) -> None:

@@ -113,8 +113,8 @@ def test_file_symlink_outside_the_workspace_is_rejected(small_workspace: Path, t
     cap.symlink_to(outside)
     problems = _errors(small_workspace)
     p = _only(problems, "symlink")
-    assert p.startswith(f"train/base/training_set.csv: row 4, column 'input_path': image file for light "
-                        f"LowAngleLight is a symlink to {outside}, outside ")
+    assert p.startswith(f"train/base/training_set.csv: row 4, column 'input_path': image file "
+                        f"{cap.relative_to(small_workspace)} (light LowAngleLight) is a symlink to {outside}, outside ")
     assert len(problems) == 1  # not also decoded, hashed or called missing
 
 

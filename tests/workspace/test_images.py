@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raypipe.workspace import DEFAULT_MAX_PIXELS, ImageCheckOptions, inspect_image, scan_images, user_cache_dir
+from raypipe.workspace import (
+    DEFAULT_MAX_PIXELS,
+    ImageCheckOptions,
+    inspect_image,
+    scan_images,
+    user_cache_dir,
+)
 
 
 def _png(path: Path, size: int = 16, seed: int = 0) -> Path:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from raypipe.workspace import LabelMapError, apply_label_map, label_issue, normalise_label_map
+from raypipe.workspace import (
+    LabelMapError,
+    apply_label_map,
+    label_issue,
+    normalise_label_map,
+)
 from raypipe.workspace._labels import check_labels
 from raypipe.workspace._problems import Collector
 
@@ -46,12 +51,12 @@ def test_check_labels_names_every_row_capped() -> None:
     out = Collector(limit=2)
     check_labels(pd.Series(["PASS", "OK", "nan", "OK", "OK", "bridge"]), "t.csv", out)
     lines = [str(p) for p in out.finish()]
+    ok = ("reads as PASS but would train as a defect class 'ok'; write PASS, or map it with label_map "
+          "{'OK': 'PASS'}")
     assert lines[:3] == [
-        "t.csv: row 2, column 'label': label 'OK' reads as PASS but would train as a defect class 'ok'; write PASS, "
-        "or map it with label_map {'OK': 'PASS'}",
-        "t.csv: row 3, column 'label': label 'nan' is a missing value and would train as a defect class 'nan'; "
-        "write PASS or the defect name, remove the row, or map it with label_map",
-        "t.csv: row 4, column 'label': label 'OK' reads as PASS but would train as a defect class 'ok'; write PASS, "
-        "or map it with label_map {'OK': 'PASS'}",
+        f"t.csv: row 2, column 'label': label 'OK' {ok}",
+        ("t.csv: row 3, column 'label': label 'nan' is a missing value and would train as a defect class 'nan'; "
+         "write PASS or the defect name, remove the row, or map it with label_map"),
+        f"t.csv: row 4, column 'label': label 'OK' {ok}",
     ]
     assert lines[3] == "t.csv: column 'label': ... and 1 more rows with the same problem (PASS synonym)"
