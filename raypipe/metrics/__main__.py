@@ -11,6 +11,8 @@ import argparse
 import math
 import sys
 
+from raypipe.workspace._labels import label_map_argument
+
 
 def _recall_pct(text: str) -> float:
     try:
@@ -22,20 +24,13 @@ def _recall_pct(text: str) -> float:
     return value
 
 
-def _mapping_entry(text: str) -> tuple[str, str]:
-    raw, sep, target = text.partition("=")
-    if not sep or not raw.strip() or not target.strip():
-        raise argparse.ArgumentTypeError(f"expected LABEL=TARGET (e.g. OK=PASS), got {text!r}")
-    return raw, target
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m raypipe.metrics", description="FAR at 100%-recall evaluator")
     p.add_argument("--inference-csv", required=True, help="CSV with label and siamese_score columns")
     p.add_argument("--output-json", required=True,
                    help="metric_result.json to write; threshold_metrics.csv and summary.txt go beside it")
     p.add_argument("--recall-target-pct", type=_recall_pct, default=100.0, help="recall target in %% (default 100)")
-    p.add_argument("--label-map", type=_mapping_entry, action="append", default=[], metavar="LABEL=TARGET",
+    p.add_argument("--label-map", type=label_map_argument, action="append", default=[], metavar="LABEL=TARGET",
                    help="what a label means, e.g. OK=PASS (case-insensitive; repeatable)")
     a = p.parse_args(argv)
 

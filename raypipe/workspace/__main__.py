@@ -11,12 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _mapping_entry(text: str) -> tuple[str, str]:
-    raw, sep, target = text.partition("=")
-    if not sep or not raw.strip() or not target.strip():
-        raise argparse.ArgumentTypeError(f"expected LABEL=TARGET (e.g. OK=PASS), got {text!r}")
-    return raw, target
+from raypipe.workspace._labels import label_map_argument
 
 
 def _positive_int(text: str) -> int:
@@ -39,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--scale", type=float, default=1.0, help="multiplies every row count (default 1.0)")
     check = sub.add_parser("check", help="validate a workspace; reports every problem, writes nothing into it")
     check.add_argument("dir", type=Path, help="workspace root")
-    check.add_argument("--label-map", type=_mapping_entry, action="append", default=[], metavar="LABEL=TARGET",
+    check.add_argument("--label-map", type=label_map_argument, action="append", default=[], metavar="LABEL=TARGET",
                        help="what a label means, e.g. OK=PASS or n/a=missing (case-insensitive; repeatable)")
     check.add_argument("--max-pixels", type=_positive_int, default=None,
                        help="largest image (width x height) accepted; bigger ones are reported as bombs")

@@ -8,6 +8,7 @@ errors naming the rows, unless a ``label_map`` says what they mean (``{"OK": "PA
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Mapping
 
@@ -90,20 +91,29 @@ def apply_label_map(labels: pd.Series, label_map: Mapping[str, str]) -> pd.Serie
     return mapped.where(mapped.notna(), labels)
 
 
+_HINTS = {
+    "pass_synonym": ("PASS synonym", "reads as PASS but would train as a defect class '{norm}'; write PASS, or map it "
+                                     "with label_map {{'{raw}': 'PASS'}}"),
+    "missing": ("missing label", "is a missing value and would train as a defect class '{norm}'; write PASS or the "
+                                 "defect name, remove the row, or map it with label_map"),
+}
+
+
 def check_labels(labels: pd.Series, file: str, out: Collector) -> None:
     """Add an error for every row whose label is a PASS synonym or a missing value (labels already
     mapped). Empty cells are the row check's to report."""
     text = labels.astype(str)
-    issues = text.map(label_issue).to_numpy()
-    for r in np.flatnonzero(issues == "pass_synonym"):
-        raw = text.iloc[r]
-        out.add(Problem(file, int(r) + 1, "label",
-                        f"label '{raw}' reads as PASS but would train as a defect class "
-                        f"'{normalise_label(raw)}'; write {PASS}, or map it with label_map "
-                        f"{{'{raw.strip()}': '{PASS}'}}"), "PASS synonym")
-    for r in np.flatnonzero(issues == "missing"):
-        raw = text.iloc[r]
-        out.add(Problem(file, int(r) + 1, "label",
-                        f"label '{raw}' is a missing value and would train as a defect class "
-                        f"'{normalise_label(raw)}'; write {PASS} or the defect name, remove the row, or map "
-                        f"it with label_map"), "missing label")
+    issues = text.map(label_issue)
+    for issue, (check, hint) in _HINTS.items():
+        for r in np.flatnonzero((issues == issue).to_numpy()):
+            raw = text.iloc[r]
+            out.add(Problem(file, int(r) + 1, "label",
+                            f"label '{raw}' " + hint.format(norm=normalise_label(raw), raw=raw.strip())), check)
+
+
+def label_map_argument(text: str) -> tuple[str, str]:
+    """``LABEL=TARGET`` from a command line (``--label-map OK=PASS``)."""
+    raw, sep, target = text.partition("=")
+    if not sep or not raw.strip() or not target.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=TARGET (e.g. OK=PASS), got {text!r}")
+    return raw, target
