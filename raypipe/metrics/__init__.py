@@ -1,4 +1,4 @@
-"""FAR at 100 % recall, the metric contract and ``pick_best`` (SPEC §4)."""
+"""FAR at 100 % recall, the metric contract, ``pick_best`` and the evaluator behind ``python -m raypipe.metrics``."""
 
 from raypipe.metrics._contract import (
     BestPick,
@@ -9,7 +9,12 @@ from raypipe.metrics._contract import (
     pick_best,
     validate_result,
 )
-from raypipe.metrics._evaluate import evaluate_inference_csv, far_metric_result, run_evaluator
+from raypipe.metrics._evaluate import (
+    EvaluatorInputError,
+    evaluate_inference_csv,
+    far_metric_result,
+    run_evaluator,
+)
 from raypipe.metrics._far import (
     MetricUndefinedError,
     ThresholdResult,
@@ -20,7 +25,7 @@ from raypipe.metrics._far import (
 )
 
 __all__ = [
-    "BestPick", "Constraint", "ContractError", "MetricContract", "MetricUndefinedError",
+    "BestPick", "Constraint", "ContractError", "EvaluatorInputError", "MetricContract", "MetricUndefinedError",
     "ThresholdResult", "auroc", "best_f1_threshold", "constraints_hold", "evaluate_inference_csv",
     "far_at_recall", "far_metric_result", "pick_best", "run_evaluator", "threshold_table",
     "validate_result",

@@ -1,4 +1,4 @@
-"""The metric contract (SPEC §4.1) and ``pick_best`` (SPEC §4.2).
+"""The metric contract and ``pick_best`` (the best completed entry of a run).
 
 The contract says what "better" means; nothing else in raypipe infers direction from a metric's
 name. An evaluator's ``passed`` is never trusted: it is recomputed here.
@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 import operator as _op
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 _OPS = {"<": _op.lt, "<=": _op.le, ">": _op.gt, ">=": _op.ge}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class ContractError(ValueError):
-    """A contract or a metric result does not satisfy SPEC §4.1."""
+    """A contract or a metric result is malformed (name, operator, evaluator kind, value, unit, constraints)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class MetricContract:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MetricContract":
+    def from_dict(cls, d: Mapping[str, Any]) -> MetricContract:
         allowed = {"name", "display_name", "operator", "target", "unit", "evaluator", "constraints"}
         unknown = set(d) - allowed
         if unknown:
@@ -148,7 +149,7 @@ class BestPick:
 
 
 def pick_best(contract: MetricContract, entries: Iterable[tuple[str, Mapping[str, Any]]]) -> BestPick | None:
-    """Best completed entry (SPEC §4.2). ``entries`` in canonical order (baseline, iter1…, final_automl).
+    """Best completed entry. ``entries`` in canonical order (baseline, iter1…, final_automl).
 
     Constraint-satisfying entries first (all if none satisfy); sorted by value in the contract's
     direction, stable so ties go to the earlier entry. The primary target is not a filter.

@@ -1,4 +1,4 @@
-"""FAR at a recall target (SPEC §4).
+"""FAR at a recall target.
 
 FAR at 100 % recall is the KPI AOI lines ship on: every defect must be caught, and the price is
 the fraction of good parts flagged. It is decided by the single hardest defect, which is why the
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 RECALL_TOL = 1e-12
 
@@ -41,7 +42,7 @@ def _candidates(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.nextafter(distinct[0], -np.inf)], distinct])
 
 
-def threshold_table(is_defect: Sequence[bool], scores: Sequence[float]) -> dict[str, np.ndarray]:
+def threshold_table(is_defect: ArrayLike, scores: ArrayLike) -> dict[str, np.ndarray]:
     """Confusion counts and rates at every candidate threshold (prediction NO_PASS iff score > t)."""
     y = np.asarray(is_defect, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -72,7 +73,7 @@ def _pick(table: dict[str, np.ndarray], eligible: np.ndarray) -> ThresholdResult
         f1, pr = table["f1"][i], table["precision"][i]
         return (-math.inf if np.isnan(f1) else float(f1), -math.inf if np.isnan(pr) else float(pr),
                 float(table["threshold"][i]))
-    best = max(idx, key=key)
+    best = max(idx.tolist(), key=key)
     return ThresholdResult(
         threshold=float(table["threshold"][best]), far=float(table["far"][best]),
         recall=float(table["recall"][best]), precision=float(table["precision"][best]),
@@ -81,7 +82,7 @@ def _pick(table: dict[str, np.ndarray], eligible: np.ndarray) -> ThresholdResult
     )
 
 
-def far_at_recall(is_defect: Sequence[bool], scores: Sequence[float], recall_target: float = 1.0) -> ThresholdResult:
+def far_at_recall(is_defect: ArrayLike, scores: ArrayLike, recall_target: float = 1.0) -> ThresholdResult:
     """Best threshold (max F1, then precision, then threshold) among those reaching ``recall_target``.
 
     >>> far_at_recall([False, True, False], [0.1, 0.8, 0.9]).far
@@ -95,8 +96,8 @@ def far_at_recall(is_defect: Sequence[bool], scores: Sequence[float], recall_tar
     return _pick(table, eligible)
 
 
-def best_f1_threshold(is_defect: Sequence[bool], scores: Sequence[float], min_recall: float = 1.0) -> ThresholdResult | None:
-    """RCA threshold (SPEC §6.4): best F1 among thresholds with recall ≥ ``min_recall``; None if none."""
+def best_f1_threshold(is_defect: ArrayLike, scores: ArrayLike, min_recall: float = 1.0) -> ThresholdResult | None:
+    """RCA threshold: best F1 among thresholds with recall ≥ ``min_recall``; None if none."""
     y = np.asarray(is_defect, dtype=bool)
     if not y.any():
         raise MetricUndefinedError("no defect (NO_PASS) rows in the set")
@@ -107,7 +108,7 @@ def best_f1_threshold(is_defect: Sequence[bool], scores: Sequence[float], min_re
     return _pick(table, eligible)
 
 
-def auroc(is_defect: Sequence[bool], scores: Sequence[float]) -> float:
+def auroc(is_defect: ArrayLike, scores: ArrayLike) -> float:
     """Area under ROC via the Mann–Whitney rank statistic (ties count one half)."""
     import pandas as pd
 

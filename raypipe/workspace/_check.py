@@ -1,7 +1,8 @@
-"""Load and validate a TAO AOI workspace (SPEC §2): every problem reported at once, no side effects.
+"""Load and validate a TAO AOI workspace: every problem reported at once, no side effects.
 
 ``check_workspace`` is what ``python -m raypipe.workspace check DIR`` and the pre-flight call;
-``load_workspace`` is the strict form for code that needs a usable workspace.
+``load_workspace`` is the strict form for code that needs a usable workspace. Both only read the
+workspace: what the image check learns is cached in the user's cache directory, never beside the data.
 """
 
 from __future__ import annotations
@@ -15,20 +16,43 @@ from typing import Any
 import pandas as pd
 
 from raypipe.spec import SpecError, load_spec
-from raypipe.workspace._layout import CSV_FILES, IMAGE_ROOTS, SPEC_FILE
-from raypipe.workspace._paths import DirIndex, display
+from raypipe.workspace._images import ImageCheckOptions, ImageScan, scan_images
+from raypipe.workspace._labels import (
+    LabelMapError,
+    apply_label_map,
+    check_labels,
+    normalise_label_map,
+)
+from raypipe.workspace._layout import (
+    ALL_CSV_FILES,
+    IMAGE_ROOTS,
+    OPTIONAL_SPLITS,
+    SPEC_FILE,
+)
+from raypipe.workspace._overlap import check_overlap
+from raypipe.workspace._paths import DirIndex, display, real
 from raypipe.workspace._problems import Collector, Problem, WorkspaceError
-from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, is_defect, normalise_label, read_rows
-from raypipe.workspace._validate import capture_overlap, inspect_rows, leakage_overlap
+from raypipe.workspace._rows import (
+    REQUIRED_COLUMNS,
+    ImageLayout,
+    is_defect,
+    normalise_label,
+    read_rows,
+)
+from raypipe.workspace._validate import inspect_rows
 
 _ALIASES = {"train": "train", "training": "train", "val": "validation", "validation": "validation",
-            "kpi": "kpi", "test": "kpi", "pool": "pool", "mining_pool": "pool"}
+            "kpi": "kpi", "test": "test", "sealed_test": "test", "pool": "pool", "mining_pool": "pool"}
 _LIMIT = 20  # rows named per check and column; counts stay exact
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """A loaded workspace: where everything is, the parsed spec and the image layout it implies."""
+    """A loaded workspace: where everything is, the parsed spec and the image layout it implies.
+
+    ``test_csv`` is the optional sealed test split; ``label_map`` (label → PASS or a defect name, as
+    the check was given it, keys case-folded) is applied by :meth:`rows`.
+    """
 
     root: Path
     images_dir: Path
@@ -39,28 +63,32 @@ class Workspace:
     val_csv: Path
     kpi_csv: Path
     pool_csv: Path | None
+    test_csv: Path | None = None
+    label_map: Mapping[str, str] = field(default_factory=dict)
 
     def csv(self, which: str) -> Path | None:
-        """The CSV of ``which`` (train, validation/val, kpi/test, pool)."""
+        """The CSV of ``which`` (train, validation/val, kpi, test/sealed_test, pool)."""
         key = _ALIASES.get(which)
         if key is None:
-            raise ValueError(f"unknown CSV '{which}'; expected one of train, validation, kpi, pool")
-        return {"train": self.train_csv, "validation": self.val_csv, "kpi": self.kpi_csv, "pool": self.pool_csv}[key]
+            raise ValueError(f"unknown CSV '{which}'; expected one of train, validation, kpi, test, pool")
+        return {"train": self.train_csv, "validation": self.val_csv, "kpi": self.kpi_csv, "pool": self.pool_csv,
+                "test": self.test_csv}[key]
 
     def rows(self, which: str) -> pd.DataFrame:
-        """Rows of a CSV as strings, labels normalised (SPEC §2.1), extra columns kept."""
+        """Rows of a CSV as strings, labels mapped by ``label_map`` and normalised (``PASS`` in any
+        case → ``PASS``, anything else stripped lower case), extra columns kept."""
         path = self.csv(which)
         if path is None:
             raise FileNotFoundError(f"{self.root}: no {which} CSV in this workspace")
         df = read_rows(path)
         if "label" in df.columns:
-            df["label"] = df["label"].map(normalise_label)
+            df["label"] = apply_label_map(df["label"], self.label_map).map(normalise_label)
         return df
 
 
 @dataclass(frozen=True)
 class CsvStats:
-    """Rows and label distribution of one CSV (normalised labels)."""
+    """Rows and label distribution of one CSV (labels mapped and normalised)."""
 
     path: str
     rows: int
@@ -77,7 +105,7 @@ class CsvStats:
 
 @dataclass(frozen=True)
 class DatasetStats:
-    """The numbers the pre-flight dataset table shows (SPEC §8.1, section 4)."""
+    """The numbers the pre-flight dataset table shows. Overlaps count rows of the first split named."""
 
     csvs: dict[str, CsvStats] = field(default_factory=dict)
     lights: tuple[str, ...] = ()
@@ -85,11 +113,21 @@ class DatasetStats:
     image_size: tuple[int, int] | None = None  # (width, height) from the spec
     files_checked: int = 0
     missing_file_count: int = 0
+    distinct_image_files: int = 0
+    images_decoded: int = 0  # decoded by this check; the rest came from the user's cache
+    images_from_cache: int = 0
+    unreadable_image_count: int = 0
     train_val_overlap: int = 0
+    train_val_content_overlap: int = 0
     train_kpi_capture_overlap: int = 0
     val_kpi_capture_overlap: int = 0
     pool_kpi_capture_overlap: int = 0
     pool_val_overlap: int = 0
+    pool_val_content_overlap: int = 0
+    train_test_capture_overlap: int = 0
+    val_test_capture_overlap: int = 0
+    pool_test_capture_overlap: int = 0
+    test_kpi_capture_overlap: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,16 +146,24 @@ class CheckReport:
         return not self.problems
 
 
-def load_workspace(root: str | os.PathLike[str]) -> Workspace:
+def load_workspace(root: str | os.PathLike[str], *, label_map: Mapping[str, str] | None = None,
+                   images: ImageCheckOptions | None = None) -> Workspace:
     """The workspace at ``root``; raises :class:`WorkspaceError` listing every problem found."""
-    report = check_workspace(root)
+    report = check_workspace(root, label_map=label_map, images=images)
     if report.problems or report.workspace is None:
         raise WorkspaceError(report.problems)
     return report.workspace
 
 
-def check_workspace(root: str | os.PathLike[str]) -> CheckReport:
-    """Validate everything SPEC §2 asks for and render a one-screen summary; never raises on bad input."""
+def check_workspace(root: str | os.PathLike[str], *, label_map: Mapping[str, str] | None = None,
+                    images: ImageCheckOptions | None = None) -> CheckReport:
+    """Validate the layout, spec, every CSV row, every image file and the split firewalls, and render
+    a one-screen summary; never raises on bad input and never writes into the workspace.
+
+    ``label_map`` (e.g. ``{"OK": "PASS"}``) says what labels that are not ``PASS`` or a defect name
+    mean; without it, PASS synonyms and missing-value labels are errors. ``images`` sets the pixel
+    cap, the cache directory and the worker count of the image check.
+    """
     root = Path(root).absolute()
     out = Collector(_LIMIT)
     if not root.is_dir():
@@ -125,43 +171,55 @@ def check_workspace(root: str | os.PathLike[str]) -> CheckReport:
         problems = [Problem(str(root), None, None, f"{msg}; expected the TAO AOI layout (images/, specs/, train/, kpi/)")]
         return CheckReport(None, problems, _render(root, None, problems, [], DatasetStats()))
 
+    try:
+        mapping = normalise_label_map(label_map)
+    except LabelMapError as exc:
+        out.add(Problem("label_map", None, None, exc.detail))
+        mapping = {}
     images_dir = _image_root(root, out)
     spec_path = root / SPEC_FILE
     spec, layout, size = _spec_and_layout(root, spec_path, out)
     frames: dict[str, tuple[Path, pd.DataFrame | None]] = {}
-    for which, rel in CSV_FILES.items():
+    for which, rel in ALL_CSV_FILES.items():
         path = root / rel
         if not path.is_file():
-            if which == "pool":
-                out.add(Problem(rel, None, None, "no mining pool CSV: the DEFT loop will have nothing to mine "
-                                                 "(SDG only)", "warning"))
+            if which in OPTIONAL_SPLITS:
+                out.add(Problem(rel, None, None, _ABSENT[which], "warning"))
                 continue
             out.add(Problem(rel, None, None, f"CSV not found; expected the {which} rows at {rel}"))
             continue
         frames[which] = (path, _read_csv(path, rel, which, out))
 
-    stats: dict[str, Any] = {}
     csv_stats: dict[str, CsvStats] = {}
     index = DirIndex()
+    files: dict[str, pd.DataFrame] = {}
     files_checked = missing = 0
     for which, (path, df) in frames.items():
         if df is None:
             continue
+        name = display(path, root)
         if "label" in df.columns:
-            normalised = df["label"].map(normalise_label)
-            labels = normalised.value_counts()
-            csv_stats[which] = CsvStats(display(path, root), len(df), {str(k): int(v) for k, v in labels.items()})
-            _suspicious_labels(normalised, display(path, root), out)
+            mapped = apply_label_map(df["label"], mapping)
+            labels = mapped.map(normalise_label).value_counts()
+            csv_stats[which] = CsvStats(name, len(df), {str(k): int(v) for k, v in labels.items()})
+            check_labels(mapped, name, out)
         if images_dir is not None and layout is not None:
             rep = inspect_rows(df, path, images_dir, layout, root, limit=_LIMIT, index=index)
             out.extend(rep.problems)
             files_checked += rep.files_checked
             missing += rep.missing_file_count
+            if set(REQUIRED_COLUMNS) <= set(df.columns):
+                files[which] = rep.files
     _class_balance(csv_stats, out)
 
     usable = {w: df for w, (_, df) in frames.items() if df is not None and set(REQUIRED_COLUMNS) <= set(df.columns)}
+    names = {w: display(frames[w][0], root) for w in usable}
+    scan = ImageScan({})
+    stats: dict[str, int] = {}
     if images_dir is not None:
-        stats.update(_cross_checks(usable, frames, images_dir, layout, root, out))
+        scan = scan_images((p for f in files.values() for p in f["path"]), images)
+        _unreadable(files, names, scan, root, out)
+        stats = check_overlap(usable, files, names, images_dir, Path(real(root)), scan, out)
 
     problems_all = out.finish()
     errors = [p for p in problems_all if p.is_error]
@@ -169,12 +227,37 @@ def check_workspace(root: str | os.PathLike[str]) -> CheckReport:
     workspace = None
     if images_dir is not None and spec is not None and layout is not None and all(
             w in frames and frames[w][1] is not None for w in ("train", "validation", "kpi")):
-        pool = frames.get("pool")
+        optional = {w: frames[w][0] if w in frames else None for w in OPTIONAL_SPLITS}
         workspace = Workspace(root, images_dir, spec_path, spec, layout, frames["train"][0],
-                              frames["validation"][0], frames["kpi"][0], pool[0] if pool else None)
+                              frames["validation"][0], frames["kpi"][0], optional["pool"], optional["test"],
+                              mapping)
     ds = DatasetStats(csvs=csv_stats, lights=layout.lights if layout else (), image_ext=layout.image_ext if layout else "",
-                      image_size=size, files_checked=files_checked, missing_file_count=missing, **stats)
+                      image_size=size, files_checked=files_checked, missing_file_count=missing,
+                      distinct_image_files=len(scan.facts), images_decoded=scan.decoded,
+                      images_from_cache=scan.cached, unreadable_image_count=scan.unreadable, **stats)
     return CheckReport(workspace, errors, _render(root, images_dir, errors, warnings, ds), warnings, ds)
+
+
+_ABSENT = {
+    "pool": "no mining pool CSV: the DEFT loop will have nothing to mine (SDG only)",
+    "test": "no sealed test split (optional): final scores are reported on the KPI set only, which the DEFT "
+            "loop steers by; add test/testing_set.csv (same columns as the KPI CSV) for an untouched estimate",
+}
+
+
+def _unreadable(files: dict[str, pd.DataFrame], names: dict[str, str], scan: ImageScan, root: Path,
+                out: Collector) -> None:
+    """An error per (row, column, light) whose image file cannot be decoded or holds a bomb."""
+    bad = {p: f.error for p, f in scan.facts.items() if f.error is not None}
+    if not bad:
+        return
+    root_real = real(root)
+    for which, table in files.items():
+        hit = table[table["path"].isin(bad)]
+        for r in hit.itertuples(index=False):
+            out.add(Problem(names[which], int(r.row), str(r.column),
+                            f"image file {display(r.path, root_real)} (light {r.light}) {bad[r.path]}; "
+                            f"replace the file or remove the row"), "unreadable image")
 
 
 def _image_root(root: Path, out: Collector) -> Path | None:
@@ -277,23 +360,12 @@ def _read_csv(path: Path, rel: str, which: str, out: Collector) -> pd.DataFrame 
     return df
 
 
-# what spreadsheets and pandas write for a missing value: as a label it would become a defect class
-_MISSING_MARKERS = frozenset({"nan", "none", "null", "na", "n/a", "#n/a"})
-
-
-def _suspicious_labels(labels: pd.Series, file: str, out: Collector) -> None:
-    bad = labels.isin(_MISSING_MARKERS).to_numpy()
-    if bad.any():
-        first = int(bad.argmax()) + 1
-        out.add(Problem(file, first, "label", f"label '{labels.iloc[first - 1]}' looks like a missing value "
-                                              f"({int(bad.sum())} rows); it would train as a defect class", "warning"))
-
-
 def _class_balance(csv_stats: dict[str, CsvStats], out: Collector) -> None:
     """FAR at 100% recall needs defect rows (recall) and PASS rows (FAR) wherever it is measured."""
     needs = {"train": "training needs both classes",
              "validation": "validation FAR at 100% recall (AutoML scoring) is undefined",
-             "kpi": "KPI FAR at 100% recall is undefined"}
+             "kpi": "KPI FAR at 100% recall is undefined",
+             "test": "sealed test FAR at 100% recall is undefined"}
     for which, why in needs.items():
         st = csv_stats.get(which)
         if st is None or st.rows == 0:
@@ -302,47 +374,6 @@ def _class_balance(csv_stats: dict[str, CsvStats], out: Collector) -> None:
             out.add(Problem(st.path, None, "label", f"zero defect rows: {why} without defects (all {st.rows} rows PASS)"))
         if st.passes == 0:
             out.add(Problem(st.path, None, "label", f"zero PASS rows: {why} without PASS rows"))
-
-
-def _cross_checks(usable: dict[str, pd.DataFrame], frames: dict[str, tuple[Path, pd.DataFrame | None]],
-                  images_dir: Path, layout: ImageLayout | None, root: Path, out: Collector) -> dict[str, int]:
-    stats: dict[str, int] = {}
-    name = {w: display(frames[w][0], root) for w in usable}
-    if "train" in usable and "validation" in usable:
-        pairs = leakage_overlap(usable["train"], images_dir, usable["validation"], images_dir, root)
-        stats["train_val_overlap"] = len({a for a, _ in pairs})
-        for a, b in pairs:
-            out.add(Problem(name["train"], a, None, f"train/validation leakage: same sample as {name['validation']} "
-                                                    f"row {b} (leakage key input_path, golden_path, label, "
-                                                    f"object_name, boardname)"), "leakage")
-    if "pool" in usable and "validation" in usable:
-        pairs = leakage_overlap(usable["pool"], images_dir, usable["validation"], images_dir, root)
-        stats["pool_val_overlap"] = len({a for a, _ in pairs})
-        if pairs:
-            out.add(Problem(name["pool"], None, None, f"{stats['pool_val_overlap']} pool rows equal validation rows; "
-                                                      f"mining drops them (e.g. row {pairs[0][0]})", "warning"))
-    if layout is not None and "kpi" in usable:
-        for which, severity in (("train", "error"), ("validation", "error"), ("pool", "warning")):
-            if which not in usable:
-                continue
-            pairs = capture_overlap(usable[which], images_dir, usable["kpi"], images_dir, layout)
-            rows = sorted({a for a, _ in pairs})
-            stats[f"{'val' if which == 'validation' else which}_kpi_capture_overlap"] = len(rows)
-            if severity == "warning":
-                if rows:
-                    out.add(Problem(name[which], None, "input_path",
-                                    f"{len(rows)} pool rows use KPI capture files; mining must never add them "
-                                    f"(e.g. row {rows[0]})", "warning"))
-                continue
-            why = ("the KPI set must stay unseen by training" if which == "train"
-                   else "the KPI set is never used by AutoML, and validation scores it")
-            first = {}
-            for a, b in pairs:
-                first.setdefault(a, b)
-            for a in rows:
-                out.add(Problem(name[which], a, "input_path", f"capture file is a KPI capture file "
-                                                              f"({name['kpi']} row {first[a]}): {why}"), "kpi capture")
-    return stats
 
 
 def _render(root: Path, images_dir: Path | None, errors: list[Problem], warnings: list[Problem],
@@ -356,15 +387,23 @@ def _render(root: Path, images_dir: Path | None, errors: list[Problem], warnings
         lines.append(f"  lights      {', '.join(ds.lights)} ({len(ds.lights)}), ext {ds.image_ext}, image {size}")
     if ds.csvs:
         lines.append(f"  {'CSV':<11} {'rows':>7} {'PASS':>7} {'defect':>7}  labels")
-        for which in CSV_FILES:
+        for which in ALL_CSV_FILES:
             st = ds.csvs.get(which)
             if st is None:
                 continue
             labs = ", ".join(f"{k or '(empty)'} {v}" for k, v in sorted(st.labels.items()) if k != "PASS")
             lines.append(f"  {which:<11} {st.rows:>7} {st.passes:>7} {st.defects:>7}  {labs or '-'}")
-        lines.append(f"  images      {ds.files_checked} files checked, {ds.missing_file_count} missing")
-        lines.append(f"  leakage     train/validation {ds.train_val_overlap} overlapping rows; training rows with "
-                     f"KPI capture files {ds.train_kpi_capture_overlap}; validation {ds.val_kpi_capture_overlap}")
+        lines.append(f"  images      {ds.files_checked} files checked, {ds.missing_file_count} missing; "
+                     f"{ds.distinct_image_files} distinct files opened, {ds.unreadable_image_count} unreadable "
+                     f"({ds.images_decoded} decoded now, {ds.images_from_cache} from the cache)")
+        lines.append(f"  leakage     train/validation {ds.train_val_overlap} rows by key, "
+                     f"{ds.train_val_content_overlap} more by image content; rows sharing a KPI capture: "
+                     f"train {ds.train_kpi_capture_overlap}, validation {ds.val_kpi_capture_overlap}, "
+                     f"pool {ds.pool_kpi_capture_overlap}")
+        if "test" in ds.csvs:
+            lines.append(f"  sealed test rows sharing a test capture: train {ds.train_test_capture_overlap}, "
+                         f"validation {ds.val_test_capture_overlap}, pool {ds.pool_test_capture_overlap}; "
+                         f"test rows sharing a KPI capture {ds.test_kpi_capture_overlap}")
     for p in warnings:
         lines.append(f"  warning: {p}")
     if errors:

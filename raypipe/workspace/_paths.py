@@ -1,4 +1,4 @@
-"""Path rules of SPEC §2.1: every image path resolves inside its root; one coordinate system for keys."""
+"""Path rules: every image path (directory and file) resolves inside its root; one coordinate system for keys."""
 
 from __future__ import annotations
 
@@ -47,17 +47,35 @@ def display(path: str | os.PathLike[str], workspace_root: str | os.PathLike[str]
 
 
 class DirIndex:
-    """File names per directory, listed once: existence checks for 100k-row CSVs without a stat storm."""
+    """File names per directory, listed once: existence checks for 100k-row CSVs without a stat storm.
+
+    The same listing says which names are symlinks (``scandir`` knows without a ``stat``), so only
+    those few need resolving to confine them to the image root.
+    """
 
     def __init__(self) -> None:
         self._files: dict[str, frozenset[str] | None] = {}
+        self._links: dict[str, frozenset[str]] = {}
+
+    def _list(self, directory: str) -> None:
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            self._files[directory], self._links[directory] = None, frozenset()
+            return
+        self._files[directory] = frozenset(e.name for e in entries if e.is_file())
+        self._links[directory] = frozenset(e.name for e in entries if e.is_symlink())
 
     def files(self, directory: str) -> frozenset[str] | None:
-        """Names of the regular files in ``directory``; None if it is not a readable directory."""
+        """Names of the regular files in ``directory`` (symlinks to files included); None if it is
+        not a readable directory."""
         if directory not in self._files:
-            try:
-                with os.scandir(directory) as it:
-                    self._files[directory] = frozenset(e.name for e in it if e.is_file())
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                self._files[directory] = None
+            self._list(directory)
         return self._files[directory]
+
+    def links(self, directory: str) -> frozenset[str]:
+        """Names in ``directory`` that are symlinks (to anything, dangling ones included)."""
+        if directory not in self._links:
+            self._list(directory)
+        return self._links[directory]

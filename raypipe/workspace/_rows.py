@@ -1,13 +1,15 @@
-"""The CSV row contract shared by every stage (SPEC §2.1).
+"""The CSV row contract shared by every stage: columns ``input_path,golden_path,label,object_name`` first
+(extra columns kept), paths are image DIRECTORIES relative to the image root, labels normalised.
 
 Rows are read as strings (no NaN coercion) so that extra columns survive every stage byte-for-byte.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -49,7 +51,7 @@ class ImageLayout:
     image_ext: str = ".png"
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ImageLayout":
+    def from_spec(cls, spec: dict[str, Any]) -> ImageLayout:
         ds = spec.get("dataset", {}).get("classify", {})
         input_map = ds.get("input_map") or {}
         if not isinstance(input_map, dict) or not input_map:

@@ -1,4 +1,4 @@
-"""Row-level validation, leakage keys and capture-file overlap (SPEC §2.1), vectorised over rows.
+"""Row-level validation, leakage keys and capture-file overlap, vectorised over rows.
 
 Pools can hold 100k+ rows: paths are resolved once per *distinct* directory, every directory is
 listed once (:class:`DirIndex`), and rows are matched against those listings — no per-row stat.
@@ -15,9 +15,16 @@ import pandas as pd
 
 from raypipe.workspace._paths import DirIndex, display, is_within, real
 from raypipe.workspace._problems import Collector, Problem
-from raypipe.workspace._rows import LEAKAGE_KEY, REQUIRED_COLUMNS, ImageLayout, normalise_label
+from raypipe.workspace._rows import (
+    LEAKAGE_KEY,
+    REQUIRED_COLUMNS,
+    ImageLayout,
+    normalise_label,
+)
 
 PATH_COLUMNS = ("input_path", "golden_path")
+_NO_FILES = pd.DataFrame({"row": pd.Series(dtype=np.int64), "column": pd.Series(dtype=object),
+                          "light": pd.Series(dtype=object), "path": pd.Series(dtype=object)})
 _EXPECTED = {
     "input_path": "the capture image DIRECTORY, relative to the image root (e.g. b1/cap)",
     "golden_path": "the golden image DIRECTORY, relative to the image root (e.g. b1/golden)",
@@ -36,6 +43,9 @@ class RowReport:
     missing_file_count: int = 0
     escaped_path_count: int = 0
     empty_cell_count: int = 0
+    # one line per image file found and confined: 1-based row, column (input_path/golden_path),
+    # light and the real path (file symlinks resolved): what the image and content checks open
+    files: pd.DataFrame = field(default_factory=lambda: _NO_FILES)
 
 
 def _dirs(values: pd.Series, images_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:
@@ -58,8 +68,11 @@ def inspect_rows(
 ) -> RowReport:
     """Check required columns, empty cells, path confinement and the image file of every light.
 
+    Image files that are symlinks are resolved and must land inside the root too: a link to a file
+    elsewhere on disk would otherwise be read by training and inference alike.
+
     ``confine_to`` (default ``images_dir``) is the root every path must resolve inside; pass the
-    workspace root for CSVs that also hold generated rows (SPEC §2.1). At most ``limit`` rows are
+    workspace root for CSVs that also hold generated rows (they live under the run dir). At most ``limit`` rows are
     named per check and column; the counts are exact.
     """
     file = display(csv_path, workspace_root)
@@ -88,6 +101,7 @@ def inspect_rows(
     root = Path(confine_to) if confine_to is not None else images_dir
     root_real = real(root)
     escaped = files_checked = missing = 0
+    found_files: list[pd.DataFrame] = []
     for c in PATH_COLUMNS:
         values = df[c].astype(str)
         codes, lexical, resolved = _dirs(values, images_dir)
@@ -100,6 +114,7 @@ def inspect_rows(
             out.add(Problem(file, int(r), c, f"{what}: '{raw}' resolves to {resolved[codes[r - 1]]}, "
                                              f"outside {root_real}"), "path outside root")
         listings = [index.files(d) if ok else None for d, ok in zip(resolved, inside)]
+        has_links = np.array([ok and bool(index.links(d)) for d, ok in zip(resolved, inside)], dtype=bool)
         checkable = ~empty[c] & ~empty["object_name"] & ~bad_obj & inside[codes]
         rows_to_check = np.flatnonzero(checkable)
         for light in layout.lights:
@@ -114,11 +129,36 @@ def inspect_rows(
             for i in missing_rows:
                 k = codes[i]
                 where = display(os.path.join(lexical[k], names[i]), workspace_root)
-                why = "" if listings[k] is not None else " (directory does not exist)"
+                if listings[k] is None:
+                    why = " (directory does not exist)"
+                elif names[i] in index.links(resolved[k]):
+                    why = " (a symlink to a file that does not exist)"
+                else:
+                    why = ""
                 out.add(Problem(file, int(i + 1), c, f"image file missing for light {light}: {where}{why}"),
                         "image file missing")
+            found = rows_to_check[present]
+            paths = np.asarray(resolved, dtype=object)[codes[found]] + os.sep + names[found]
+            keep = np.ones(len(found), dtype=bool)
+            for j in np.flatnonzero(has_links[codes[found]]):
+                i = found[j]
+                if names[i] not in index.links(resolved[codes[i]]):
+                    continue
+                target = real(paths[j])
+                paths[j] = target
+                if not is_within(target, root_real):
+                    keep[j] = False
+                    escaped += 1
+                    where = display(os.path.join(lexical[codes[i]], names[i]), workspace_root)
+                    out.add(Problem(file, int(i + 1), c, f"image file {where} (light {light}) is a symlink to "
+                                                         f"{target}, outside {root_real}; copy the file into the "
+                                                         f"image root instead of linking to it"),
+                            "symlink outside root")
+            found_files.append(pd.DataFrame({"row": found[keep] + 1, "column": c, "light": light,
+                                             "path": paths[keep]}))
+    files = pd.concat(found_files, ignore_index=True) if found_files else _NO_FILES
     return RowReport(out.finish(), rows=n, files_checked=files_checked, missing_file_count=missing,
-                     escaped_path_count=escaped, empty_cell_count=empty_cells)
+                     escaped_path_count=escaped, empty_cell_count=empty_cells, files=files)
 
 
 def validate_rows(
@@ -136,7 +176,7 @@ def validate_rows(
 
 def normalised_key_frame(df: pd.DataFrame, images_dir: str | os.PathLike[str],
                          workspace_root: str | os.PathLike[str]) -> pd.DataFrame:
-    """The LEAKAGE_KEY columns of ``df`` in one coordinate system (SPEC §2.1).
+    """The LEAKAGE_KEY columns of ``df`` in one coordinate system.
 
     Paths become resolved paths relative to the workspace root (absolute if outside it), labels are
     normalised, names stripped — so ``b1/cap`` under ``images/`` and ``images/b1/cap`` under the

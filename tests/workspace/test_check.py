@@ -62,6 +62,8 @@ def _only(problems: list[str], needle: str) -> str:
 def test_good_workspace_loads(small_workspace: Path) -> None:
     ws = load_workspace(small_workspace)
     assert ws.root == small_workspace.absolute()
+    assert ws.test_csv == small_workspace.absolute() / "test" / "testing_set.csv"
+    assert ws.csv("sealed_test") == ws.test_csv and ws.csv("kpi") == ws.kpi_csv
     assert ws.images_dir == small_workspace.absolute() / "images"
     assert ws.layout == ImageLayout(LIGHTS, ".png")
     assert ws.pool_csv is not None and ws.pool_csv.name == "mining_pool.csv"
@@ -70,6 +72,8 @@ def test_good_workspace_loads(small_workspace: Path) -> None:
     report = check_workspace(small_workspace)
     assert report.ok and report.stats.missing_file_count == 0
     assert report.stats.files_checked == 4 * sum(st.rows for st in report.stats.csvs.values())
+    assert report.stats.distinct_image_files == report.stats.files_checked  # every row has its own files
+    assert report.stats.unreadable_image_count == 0
     assert "OK: no problems found" in report.summary_text
 
 
@@ -194,8 +198,8 @@ def test_missing_image_for_second_light_only(small_workspace: Path) -> None:
     (small_workspace / "images" / r.input_path / f"{r.object_name}_SolderLight.png").unlink()
     problems = _errors(small_workspace)
     assert problems == [
-        f"train/base/training_set.csv: row 7, column 'input_path': image file missing for light SolderLight: "
-        f"images/{r.input_path}/{r.object_name}_SolderLight.png"
+        (f"train/base/training_set.csv: row 7, column 'input_path': image file missing for light SolderLight: "
+         f"images/{r.input_path}/{r.object_name}_SolderLight.png")
     ]
 
 
@@ -302,15 +306,17 @@ def test_labels_normalised_and_extra_columns_kept(small_workspace: Path) -> None
     assert (rows["line_id"] == "L7").all()
 
 
-def test_missing_value_label_is_a_warning(small_workspace: Path) -> None:
+def test_missing_value_label_is_an_error_unless_mapped(small_workspace: Path) -> None:
     df = _rows(small_workspace, "train")
     df.loc[4, "label"] = "NaN"
     _write(small_workspace, "train", df)
-    report = check_workspace(small_workspace)
-    assert report.ok
-    assert [str(w) for w in report.warnings if "missing value" in str(w)] == [
-        "train/base/training_set.csv: row 5, column 'label': label 'nan' looks like a missing value (1 rows); "
-        "it would train as a defect class"]
+    p = _only(_errors(small_workspace), "training_set.csv")
+    assert p.startswith("train/base/training_set.csv: row 5, column 'label': label 'NaN' is a missing value and "
+                        "would train as a defect class 'nan'")
+    report = check_workspace(small_workspace, label_map={"nan": "missing"})
+    assert report.ok, report.summary_text
+    assert report.stats.csvs["train"].labels["missing"] == _rows(small_workspace, "train")["label"].eq("missing").sum() + 1
+    assert report.workspace is not None and report.workspace.rows("train").loc[4, "label"] == "missing"
 
 
 def test_legacy_kpi_images_root(small_workspace: Path) -> None:
@@ -377,7 +383,7 @@ def test_confine(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "raypipe.workspace", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+                          cwd=REPO, timeout=300, check=False)
 
 
 def test_check_cli_exit_codes(small_workspace: Path) -> None:
