@@ -175,11 +175,11 @@ def thumb_uri(path: Path, px: int = THUMB_PX) -> str | None:
 def figure(uri: str | None, caption: str, *, width: int | None = None, missing: str = "") -> Html:
     """An inline image with a caption; ``width`` scales small images up (pixelated, no smoothing)."""
     if uri is None:
-        return Html(f"<figure><div class='muted'>missing: {escape(missing or caption)}</div>"
+        return Html(f"<figure><div class='muted'>{escape(missing or 'not readable')}</div>"
                     f"<figcaption>{escape(caption)}</figcaption></figure>")
     w = f" width='{width}'" if width else ""
     return Html(f"<figure><img src='{uri}'{w} alt='{escape(caption)}'/><figcaption>{escape(caption)}</figcaption></figure>")
 
 
 def image_figure(path: Path, caption: str) -> Html:
-    return figure(thumb_uri(path), caption, missing=path.name)
+    return figure(thumb_uri(path), caption, missing=f"missing: {path.name}")
