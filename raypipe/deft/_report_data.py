@@ -41,7 +41,10 @@ def csv_or_none(path: Any) -> pd.DataFrame | None:
     return None
 
 
-def _finite(v: Any) -> float | None:
+def num(v: Any) -> float | None:
+    """A finite float from a JSON/CSV value (None for missing, empty, non-numeric, NaN, inf, bool)."""
+    if isinstance(v, bool) or v is None or v == "":
+        return None
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -91,7 +94,7 @@ class OperatingPoint:
 def operating_point(inference_csv: Any, threshold: Any) -> OperatingPoint | None:
     """Per-kind counts, recall, lowest score and misses of an ``inference.csv`` at ``threshold``."""
     df = csv_or_none(inference_csv)
-    t = _finite(threshold)
+    t = num(threshold)
     if df is None or t is None or not {"label", "siamese_score"} <= set(df.columns) or df.empty:
         return None
     scores = pd.to_numeric(df["siamese_score"], errors="coerce")
@@ -202,7 +205,7 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
 
 
 def _hp_value(v: Any) -> Any:
-    f = _finite(v)
+    f = num(v)
     if f is None or isinstance(v, bool):
         return v
     if float(f).is_integer() and abs(f) < 1e6:
@@ -225,7 +228,7 @@ def trial_table(sweep_dir: Path) -> TrialTable | None:
     metric_name = next((r.get("metric_name") for r in recs if r.get("metric_name")), "far_pct")
 
     def score(r: Mapping[str, Any]) -> float:
-        v = _finite(r.get("metric")) if r.get("metric", "") != "" else _finite(r.get("val_far"))
+        v = num(r.get("metric")) if r.get("metric", "") != "" else num(r.get("val_far"))
         return v if v is not None else math.inf
 
     order = sorted(range(len(recs)), key=lambda i: (recs[i].get("status") != "baseline", score(recs[i]), i))
@@ -240,7 +243,7 @@ def trial_table(sweep_dir: Path) -> TrialTable | None:
         r, p = recs[i], params[i]
         tid = str(r.get("trial_id", ""))
         is_best = best_id is not None and tid in (best_id, best_id.replace("trial_", ""))
-        epoch = _finite(r.get("checkpoint_epoch"))
+        epoch = num(r.get("checkpoint_epoch"))
         counts: Any = r.get("pred_counts", "")
         try:
             c = json.loads(counts) if counts else {}
@@ -249,10 +252,10 @@ def trial_table(sweep_dir: Path) -> TrialTable | None:
             pass
         note = " ".join(x for x in (str(r.get("note", "")), str(r.get("error", ""))) if x)
         rows.append([("★ " if is_best else "") + tid, r.get("status", ""), *[_hp_value(p.get(k)) for k in keys],
-                     _finite(r.get("metric")), *([] if far_objective else [_finite(r.get("val_far"))]),
+                     num(r.get("metric")), *([] if far_objective else [num(r.get("val_far"))]),
                      # checkpoint files carry a zero-based epoch index; people count epochs from 1
                      None if epoch is None else int(epoch) + 1, _hp_value(r.get("epochs_run")),
-                     _finite(r.get("val_loss")), counts, _hp_value(_finite(r.get("compute_s"))), note])
+                     num(r.get("val_loss")), counts, _hp_value(num(r.get("compute_s"))), note])
         highlight.append(is_best)
     n = sum(1 for r in recs if r.get("status") != "baseline")
     return TrialTable(headers, rows, highlight, best_id, n, str(metric_name), keys)

@@ -15,6 +15,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from raypipe.deft._report_data import num
+
 CSS = """
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1a202c;background:#fff}
@@ -63,17 +65,6 @@ def fmt(v: Any, digits: int = 4) -> str:
     if isinstance(v, float):
         return "–" if not math.isfinite(v) else f"{v:.{digits}g}"
     return escape(str(v))
-
-
-def num(v: Any) -> float | None:
-    """A finite float from a JSON/CSV value, else None."""
-    if isinstance(v, bool) or v is None or v == "":
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def pct(v: Any, digits: int = 2) -> str:

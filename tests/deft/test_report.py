@@ -112,12 +112,18 @@ def _eval_from(rd, label, rows: list[tuple[str, str, float]]):
             "far_pct": res["value"], "training_spec": str(spec_file(rd, label))}
 
 
-def test_report_sections_and_self_contained(tmp_path):
+def _evaluated_baseline(tmp_path, pass_scores: list[float]):
+    """A run whose baseline is evaluated: four defects at 0.9, PASS rows at ``pass_scores``."""
     rd = new_run(tmp_path, baseline=True)
     sp = rd / STATE_FILE
     base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
-    commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.95, 0.2, 0.97]),
+    commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=pass_scores),
            duration_s=1, summary="e")
+    return rd, sp, base_ck
+
+
+def test_report_sections_and_self_contained(tmp_path):
+    rd, sp, base_ck = _evaluated_baseline(tmp_path, [0.1, 0.95, 0.2, 0.97])
     rca = rd / "baseline/rca_results/20260101_000000"
     atomic_write_json(rca / "metrics.json", {"per_label": {"missing": {"total": 4, "n_misclassified": 1,
                                                                        "mean_weakness": 0.31, "median_weakness": 0.2,
@@ -240,11 +246,7 @@ def test_per_kind_results_match_the_inference_csv(tmp_path):
 
 
 def test_signed_coloured_delta_follows_the_contract_direction(tmp_path):
-    rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
-    base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
-    commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.2, 0.3, 0.97]),
-           duration_s=1, summary="e")
+    rd, sp, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
     worse = eval_evidence(rd, "final_automl", ckpt(rd, "final_automl"), far_pass_scores=[0.95, 0.96, 0.3, 0.97])
     register_final_automl(sp, worse)
     finalize(rd, stop_reason="phase3")
@@ -301,11 +303,7 @@ def test_data_added_per_kind_and_source(tmp_path):
 
 
 def test_sealed_test_column_and_verdict_badge_render_when_present(tmp_path):
-    rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
-    base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
-    commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.2, 0.3, 0.97]),
-           duration_s=1, summary="e")
+    rd, _, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
     finalize(rd, stop_reason="max_iterations")
     html = (rd / REPORT_FILE).read_text()
     assert "test FAR" not in html and "sealed test" not in html  # absent: no empty column, no broken card
@@ -324,11 +322,7 @@ def test_sealed_test_column_and_verdict_badge_render_when_present(tmp_path):
 
 def test_layout_fits_a_laptop_screen(tmp_path):
     """What can be checked without a browser (tools/render_report.py measures it in Chromium)."""
-    rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
-    base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
-    commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.95, 0.2, 0.97]),
-           duration_s=1, summary="e")
+    rd, _, _ = _evaluated_baseline(tmp_path, [0.1, 0.95, 0.2, 0.97])
     atomic_write_json(rd / "lineage.json", [{"checkpoint": "/very/long/" + "x" * 300 + ".pth", "phase": "phase2"}])
     html = render_report(rd).read_text()
     assert re.search(r"main\{max-width:1240px", html)
