@@ -131,7 +131,7 @@ def _trajectory(run: _Run) -> list[dict[str, Any]]:
     if p1 is None:
         p1 = next((r.get("far_pct") for r in saved.values() if str(r.get("split", "")).lower() == "validation"), None)
     if num(p1) is not None:
-        rows.append({"step": "phase1_best", "set": "validation", "value": num(p1), "entry": None})
+        rows.append({"step": "phase1_best", "set": "validation", "value": num(p1)})
     delivered = run.best_model.get("iteration")
     for label, e in run.entries():
         mr = e.get("metric_result")
@@ -139,7 +139,7 @@ def _trajectory(run: _Run) -> list[dict[str, Any]]:
             continue
         diag = _diagnostics(e)
         rows.append({"step": "phase3_best" if label == "final_automl" else label, "label": label, "set": "KPI",
-                     "value": num(mr.get("value")), "entry": e, "delivered": delivered == label,
+                     "value": num(mr.get("value")), "delivered": delivered == label,
                      "threshold": num(e.get("threshold")), "auroc": num(diag.get("auroc")),
                      "far99": num(diag.get("far_at_recall_99_pct")), "far95": num(diag.get("far_at_recall_95_pct"))})
     for r in rows:
