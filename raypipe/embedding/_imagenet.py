@@ -2,7 +2,7 @@
 
 EfficientNet-Lite0 (see :mod:`raypipe.embedding._effnet`) runs on both images of every light; the
 vector is ``|f(capture) − f(golden)|`` after block ``layer``, pooled over a ``grid``×``grid`` of
-cells (mean and max). The golden is first aligned to the capture with the same integer shift
+cells (mean and max), optionally averaged over the component's orientations (``dihedral``). The golden is first aligned to the capture with the same integer shift
 search as the ``difference`` embedder, so feature maps compare the same place of the board.
 """
 
@@ -28,13 +28,13 @@ class ImageNetEmbedder(Embedder):
     name = "imagenet"
 
     def __init__(self, layout: ImageLayout, layer: int = 4, input_size: int = 128, grid: int = 2,
-                 max_shift: int = 3, pretrained: bool = True, threads: int = 1) -> None:
+                 max_shift: int = 3, dihedral: bool = False, pretrained: bool = True, threads: int = 1) -> None:
         super().__init__(layout)
         from raypipe.embedding._effnet import block_channels
 
         self.channels, _ = block_channels(layer)  # validates the layer index
         self.layer, self.input_size, self.grid, self.max_shift = int(layer), int(input_size), int(grid), int(max_shift)
-        self.pretrained, self.threads = bool(pretrained), int(threads)
+        self.dihedral, self.pretrained, self.threads = bool(dihedral), bool(pretrained), int(threads)
         self._net: Any = None
         self._source: str | None = None
 
@@ -65,7 +65,7 @@ class ImageNetEmbedder(Embedder):
     def version(self) -> str:
         weights = hashlib.sha256(self.weights_source.encode()).hexdigest()[:12]
         return params_version("1", layer=self.layer, input_size=self.input_size, grid=self.grid,
-                              max_shift=self.max_shift, weights=weights)
+                              max_shift=self.max_shift, dihedral=self.dihedral, weights=weights)
 
     @property
     def dim(self) -> int:
@@ -109,4 +109,7 @@ class ImageNetEmbedder(Embedder):
         f_cap, f_gold = f[:n * n_lights], f[n * n_lights:]
         diff = (f_cap - f_gold).abs()
         pooled = torch.cat([F.adaptive_avg_pool2d(diff, self.grid), F.adaptive_max_pool2d(diff, self.grid)], dim=1)
+        if self.dihedral:  # the same orientation invariance as the difference embedder's
+            turns = [torch.rot90(pooled, k, dims=(2, 3)) for k in range(4)]
+            pooled = sum(t + t.flip(3) for t in turns) / 8.0
         return pooled.reshape(n, -1).numpy()

@@ -107,3 +107,20 @@ def adaptive_pool(x: np.ndarray, size: int, how: str = "mean") -> np.ndarray:
     rows = [np.stack([reduce(x[..., y0:y1, x0:x1, :], axis=(-3, -2)) for x0, x1 in xs], axis=-2)
             for y0, y1 in ys]
     return np.stack(rows, axis=-3).astype(np.float32)
+
+
+def dihedral_mean(grid: np.ndarray) -> np.ndarray:
+    """Average of a square ``(..., S, S, C)`` grid over its 8 rotations and mirror images.
+
+    Components sit on the board at any of four orientations, mirrored or not; a defect of one kind
+    then lands in different cells of a pooled grid. Averaging over the symmetry group keeps *how
+    far from the centre* a difference lies (centre, edges, corners) and drops *which side*, so rows
+    of one defect kind match whatever the component's orientation.
+    """
+    if grid.shape[-3] != grid.shape[-2]:
+        raise ValueError(f"dihedral_mean needs a square grid, got {grid.shape[-3]}x{grid.shape[-2]}")
+    acc = np.zeros_like(grid, dtype=np.float64)
+    for k in range(4):
+        rot = np.rot90(grid, k, axes=(-3, -2))
+        acc += rot + rot[..., ::-1, :]
+    return (acc / 8.0).astype(np.float32)

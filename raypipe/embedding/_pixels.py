@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from raypipe.embedding._base import RowEmbedder, params_version
-from raypipe.embedding._images import adaptive_pool, aligned_difference, standardise
+from raypipe.embedding._images import adaptive_pool, aligned_difference, dihedral_mean, standardise
 from raypipe.workspace._rows import ImageLayout
 
 
@@ -53,8 +53,10 @@ class DifferenceEmbedder(RowEmbedder):
     Each image is standardised per channel (exposure gain/offset removed), the golden is aligned
     to the capture by the best integer shift within ±``max_shift`` px (the line's placement
     jitter), ``|capture − golden|`` is taken with a ±``tolerance`` px neighbourhood (sub-pixel edge
-    residue is not change), and the map is average-pooled to ``size``×``size`` (``pool="meanmax"``
-    adds max pooling, which keeps a one-speck difference from being averaged away).
+    residue is not change), and the map is pooled to ``size``×``size`` cells, mean and max (``pool=
+    "mean"``: mean only; the max keeps a one-speck difference from being averaged away). With
+    ``dihedral`` the grid is averaged over the component's possible orientations
+    (:func:`~raypipe.embedding._images.dihedral_mean`).
 
     Why: a defect *is* a difference. An embedding of the component's look clusters rows by
     component type and board, so a target's neighbours are the same part, defective or not; an
@@ -63,19 +65,20 @@ class DifferenceEmbedder(RowEmbedder):
 
     name = "difference"
 
-    def __init__(self, layout: ImageLayout, size: int = 8, max_shift: int = 3, tolerance: int = 1,
-                 pool: str = "mean") -> None:
+    def __init__(self, layout: ImageLayout, size: int = 4, max_shift: int = 3, tolerance: int = 1,
+                 pool: str = "meanmax", dihedral: bool = True) -> None:
         super().__init__(layout)
         if pool not in ("mean", "meanmax"):
             raise ValueError(f"difference embedder: pool must be 'mean' or 'meanmax', got {pool!r}")
         if max_shift < 0 or tolerance < 0:
             raise ValueError("difference embedder: max_shift and tolerance must be >= 0")
         self.size, self.max_shift, self.tolerance, self.pool = int(size), int(max_shift), int(tolerance), pool
+        self.dihedral = bool(dihedral)
 
     @property
     def version(self) -> str:
         return params_version("1", size=self.size, max_shift=self.max_shift, tolerance=self.tolerance,
-                              pool=self.pool)
+                              pool=self.pool, dihedral=self.dihedral)
 
     @property
     def dim(self) -> int:
@@ -86,4 +89,6 @@ class DifferenceEmbedder(RowEmbedder):
         parts = [adaptive_pool(diff, self.size, "mean")]
         if self.pool == "meanmax":
             parts.append(adaptive_pool(diff, self.size, "max"))
+        if self.dihedral:
+            parts = [dihedral_mean(p) for p in parts]
         return np.concatenate([np.stack([p[i] for p in parts]).ravel() for i in range(diff.shape[0])])

@@ -52,7 +52,7 @@ def test_unknown_embedder_and_bad_options_are_clear_errors():
 
 
 def test_versions_change_with_parameters():
-    a, b = make_embedder("difference", LAYOUT), make_embedder("difference", LAYOUT, size=4)
+    a, b = make_embedder("difference", LAYOUT), make_embedder("difference", LAYOUT, size=8)
     assert a.version != b.version and a.identity_digest != b.identity_digest
     assert make_embedder("pixels", LAYOUT).version != make_embedder("pixels", LAYOUT, standardise=True).version
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raypipe.embedding._images import adaptive_pool, aligned_difference, best_shift, standardise
+from raypipe.embedding._images import adaptive_pool, aligned_difference, best_shift, dihedral_mean, standardise
 
 
 def _scene(seed: int = 0, size: int = 40, lights: int = 2) -> np.ndarray:
@@ -52,3 +52,15 @@ def test_adaptive_pool_matches_block_means_and_handles_uneven_sizes():
     assert np.allclose(uneven[0, 2, 2], x[0, 4:7, 4:7].max(axis=(0, 1)))  # cells span floor..ceil
     with pytest.raises(ValueError, match="cannot pool"):
         adaptive_pool(x, 9)
+
+
+def test_dihedral_mean_is_invariant_to_rotation_and_mirroring():
+    grid = np.random.default_rng(2).normal(size=(2, 4, 4, 3)).astype(np.float32)
+    sym = dihedral_mean(grid)
+    for turned in (np.rot90(grid, 1, axes=(1, 2)), grid[:, :, ::-1], np.rot90(grid, 3, axes=(1, 2))[:, ::-1]):
+        assert np.allclose(dihedral_mean(np.ascontiguousarray(turned)), sym, atol=1e-6)
+    # what is kept: the mean over each orbit (corners, edge cells, centre)
+    assert np.allclose(sym[:, 0, 0], grid[:, [0, 0, 3, 3], [0, 3, 0, 3]].mean(axis=1), atol=1e-6)
+    assert np.allclose(sym[:, 1, 1], grid[:, [1, 1, 2, 2], [1, 2, 1, 2]].mean(axis=1), atol=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        dihedral_mean(grid[:, :3])
