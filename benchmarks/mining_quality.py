@@ -40,7 +40,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from raypipe.deft._selection import LABEL_MODES, SelectionConfig, headline, mining_stats, select
+from raypipe.deft._selection import (
+    LABEL_MODES,
+    SelectionConfig,
+    headline,
+    mining_stats,
+    select,
+)
 from raypipe.embedding import embed_rows, make_embedder
 from raypipe.workspace import ImageLayout, generate_demo, normalise_label, read_rows
 from raypipe.workspace._rows import PASS
@@ -143,7 +149,7 @@ def run_recipe(ws: Workspace, targets: pd.DataFrame, t_emb: np.ndarray, p_emb: n
                 float((before & (ws.pool["label"].map(normalise_label) == kind).to_numpy()).sum()
                       / max(1, (ws.pool["label"].map(normalise_label) == kind).sum()))
                 for kind in ws.rare}
-        row = {"iteration": it, **head, "rare_recall": rare,
+        row: dict[str, Any] = {"iteration": it, **head, "rare_recall": rare,
                "rare_recall_mean": float(np.mean(list(rare.values()))) if rare else None,
                "mined_defect": int(sum(s.mined for s in stats if s.label != PASS)),
                "mined_pass": int(sum(s.mined for s in stats if s.label == PASS)),
@@ -198,11 +204,12 @@ def summarise(results: list[dict[str, Any]], iterations: int) -> None:
     if curves:
         print("\nmin_similarity cut (label mode none, iteration 1; mean over workspaces): kept share, defect precision")
         for emb in sorted({r["embedder"] for r in curves}):
-            rs = [r["iterations"][0]["threshold_curve"] for r in curves if r["embedder"] == emb]
+            cs: list[list[dict[str, Any]]] = [r["iterations"][0]["threshold_curve"] for r in curves
+                                              if r["embedder"] == emb]
             cells = []
             for j, th in enumerate(THRESHOLDS):
-                kept = statistics.fmean(c[j]["kept_share"] for c in rs)
-                cells.append(f"{th:+.1f}: {kept:4.0%} {_fmt(_mean([c[j]['defect_precision'] for c in rs])).strip()}")
+                kept = statistics.fmean(c[j]["kept_share"] for c in cs)
+                cells.append(f"{th:+.1f}: {kept:4.0%} {_fmt(_mean([c[j]['defect_precision'] for c in cs])).strip()}")
             print(f"  {emb:<50} " + " | ".join(cells))
 
 

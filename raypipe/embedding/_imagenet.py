@@ -101,8 +101,8 @@ class ImageNetEmbedder(Embedder):
         n, n_lights = len(pairs), len(self.layout.lights)
         # (2·n·L, 3, H, W): every capture, then every golden; standardised values have unit spread,
         # halved to the about [-1, 1] range the converted weights expect
-        x = np.concatenate([np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])])
-        x = torch.from_numpy(0.5 * x.reshape(-1, *x.shape[2:])).permute(0, 3, 1, 2).contiguous()
+        stacked = np.concatenate([np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])])
+        x = torch.from_numpy(0.5 * stacked.reshape(-1, *stacked.shape[2:])).permute(0, 3, 1, 2).contiguous()
         x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         with torch.inference_mode():
             f = net.features(x, self.layer)
@@ -111,5 +111,5 @@ class ImageNetEmbedder(Embedder):
         pooled = torch.cat([F.adaptive_avg_pool2d(diff, self.grid), F.adaptive_max_pool2d(diff, self.grid)], dim=1)
         if self.dihedral:  # the same orientation invariance as the difference embedder's
             turns = [torch.rot90(pooled, k, dims=(2, 3)) for k in range(4)]
-            pooled = sum(t + t.flip(3) for t in turns) / 8.0
+            pooled = torch.stack([t + t.flip(3) for t in turns]).sum(0) / 8.0
         return pooled.reshape(n, -1).numpy()

@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from raypipe.embedding._base import RowEmbedder, params_version
-from raypipe.embedding._images import adaptive_pool, aligned_difference, dihedral_mean, standardise
+from raypipe.embedding._images import (
+    adaptive_pool,
+    aligned_difference,
+    dihedral_mean,
+    standardise,
+)
 from raypipe.workspace._rows import ImageLayout
 
 

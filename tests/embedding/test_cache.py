@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from raypipe.embedding import EmbeddingCache, embed_rows, make_embedder, row_content_keys
+from raypipe.embedding import (
+    EmbeddingCache,
+    embed_rows,
+    make_embedder,
+    row_content_keys,
+)
 from tests.embedding.conftest import LAYOUT, pool_rows
 
 

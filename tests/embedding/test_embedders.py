@@ -86,7 +86,11 @@ def test_difference_ignores_exposure_and_sees_a_speck(tiny_workspace):
 
 
 def test_imagenet_weights_come_from_the_wheel_offline():
-    from raypipe.embedding._effnet import block_channels, imagenet_weights_path, load_lite0
+    from raypipe.embedding._effnet import (
+        block_channels,
+        imagenet_weights_path,
+        load_lite0,
+    )
 
     assert imagenet_weights_path() is not None  # the 'mining' extra is installed in CI
     net, source = load_lite0()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raypipe.embedding._images import adaptive_pool, aligned_difference, best_shift, dihedral_mean, standardise
+from raypipe.embedding._images import (
+    adaptive_pool,
+    aligned_difference,
+    best_shift,
+    dihedral_mean,
+    standardise,
+)
 
 
 def _scene(seed: int = 0, size: int = 40, lights: int = 2) -> np.ndarray:
