@@ -133,3 +133,18 @@ def test_model_version_follows_the_checkpoint_bytes(tiny_workspace_template, mod
     untrained = make_embedder("model", LAYOUT, **model_options)
     assert untrained.version != b.version
     assert not np.allclose(b.embed(rows, ws / "images"), untrained.embed(rows, ws / "images"))
+
+
+def test_difference_matches_a_rotated_component(tiny_workspace):
+    """The same defect on a component placed at 90° gives the same vector (orientation-invariant grid)."""
+    ws = tiny_workspace
+    pool = pool_rows(ws)
+    row = pool[pool["label"] != "PASS"].iloc[[0]]
+    emb, plain = make_embedder("difference", LAYOUT), make_embedder("difference", LAYOUT, dihedral=False)
+    base, plain_base = emb.embed(row, ws / "images")[0], plain.embed(row, ws / "images")[0]
+    rec = row.iloc[0].to_dict()
+    for path in LAYOUT.capture_paths(ws / "images", rec) + LAYOUT.golden_paths(ws / "images", rec):
+        with Image.open(path) as im:
+            im.transpose(Image.Transpose.ROTATE_90).save(path)
+    assert np.allclose(emb.embed(row, ws / "images")[0], base, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(plain.embed(row, ws / "images")[0], plain_base, rtol=1e-2, atol=1e-2)  # the grid moved
