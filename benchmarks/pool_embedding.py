@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from raypipe.embedding import Embedder, EmbeddingCache, embed_rows, make_embedder
+from raypipe.embedding._pool import chunk_size
 from raypipe.workspace import ImageLayout, generate_demo, read_rows
 
 
@@ -54,7 +55,8 @@ class _BatchEmbedder:
 def ray_data_embed(embedder: Embedder, rows: pd.DataFrame, images_dir: Path, workers: int, batch: int) -> np.ndarray:
     import ray.data
 
-    ds = ray.data.from_pandas(rows.assign(_row=np.arange(len(rows))))
+    # one block per batch: from_pandas makes a single block, which would feed a single actor
+    ds = ray.data.from_pandas(rows.assign(_row=np.arange(len(rows)))).repartition(-(-len(rows) // batch))
     out = ds.map_batches(_BatchEmbedder, fn_constructor_args=(embedder, str(images_dir)), batch_format="pandas",
                          batch_size=batch, concurrency=workers, num_cpus=1).to_pandas()
     out = out.sort_values("_row")
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--smoke-test", action="store_true", help="tiny demo pool, difference embedder only")
     ap.add_argument("--workspace", type=Path, default=None, help="default: generate a demo (scale 1.0)")
     ap.add_argument("--embedders", nargs="+", default=["difference", "imagenet"])
-    ap.add_argument("--chunk", type=int, default=64, help="rows per task / batch")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="rows per task / batch (default: embed_rows' own choice for 2 workers)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N for the task timings")
     ap.add_argument("--no-ray-data", action="store_true")
     args = ap.parse_args(argv)
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
         layout = ImageLayout.from_spec(load_spec(Path(ws) / "specs" / "baseline_spec.yaml"))
         names = ["difference"] if args.smoke_test else args.embedders
-        chunk = 16 if args.smoke_test else args.chunk
+        chunk = 16 if args.smoke_test else args.chunk or chunk_size(len(rows), 2)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             print(f"pool {len(rows)} rows, {len(layout.lights)} lights; chunk {chunk} rows; Ray {ray.__version__}, "

