@@ -96,9 +96,10 @@ def embed_rows(embedder: Embedder, rows: pd.DataFrame, images_dir: Path, *, cach
                chunk_rows: int | None = None) -> tuple[np.ndarray, EmbedStats]:
     """``(len(rows), d)`` float32 in row order, and what it took.
 
-    With a ``cache`` the rows' content keys are computed first (in the same Ray tasks' way: hashing
-    reads every image once), cached vectors are reused, each distinct content is embedded once, and
-    every finished chunk is written to the cache at once (a killed run keeps what it finished).
+    With a ``cache`` the rows' content keys are computed first (chunked over the same workers:
+    hashing reads every image once), cached vectors are reused, each distinct content is embedded
+    once, and every finished chunk is written to the cache at once (a killed run keeps what it
+    finished).
     ``resources``: per task, ``{"cpu": 1, "gpu": 0}`` by default.
     """
     t0 = time.perf_counter()
