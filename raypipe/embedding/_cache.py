@@ -32,11 +32,13 @@ _SQL_VARS = 500  # keys per SELECT … IN (…): below SQLite's bound-parameter 
 
 
 def default_cache_dir() -> Path:
-    """``$RAYPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/raypipe/embeddings``, else ``~/.cache/raypipe/embeddings``."""
+    """``$RAYPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/raypipe/embeddings``, else ``~/.cache/raypipe/embeddings``
+    (a relative ``XDG_CACHE_HOME`` is ignored, as the XDG base-directory rules say)."""
     if os.environ.get("RAYPIPE_CACHE_DIR"):
         return Path(os.environ["RAYPIPE_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "raypipe" / "embeddings"
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
+    return root / "raypipe" / "embeddings"
 
 
 def row_content_keys(layout: ImageLayout, rows: pd.DataFrame, images_dir: Path) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,3 +84,15 @@ def test_unreadable_image_names_the_file(tiny_workspace, tmp_path):
         embed_rows(emb, rows, ws / "images", cache=EmbeddingCache(tmp_path, emb))
     with pytest.raises(ValueError, match=str(missing)):
         emb.embed(rows, ws / "images")
+
+
+def test_default_cache_dir_is_a_user_dir(monkeypatch, tmp_path):
+    from raypipe.embedding import default_cache_dir
+
+    monkeypatch.delenv("RAYPIPE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "raypipe" / "embeddings"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG rules say
+    assert default_cache_dir() == Path.home() / ".cache" / "raypipe" / "embeddings"
+    monkeypatch.setenv("RAYPIPE_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
