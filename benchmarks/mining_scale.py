@@ -1,8 +1,8 @@
-"""k-NN mining at scale: the FAISS path of ``raypipe.deft.mining`` vs a plain numpy brute force.
+"""k-NN mining at scale: the FAISS path of ``raypipe.deft._selection`` vs a plain numpy brute force.
 
 Both search the same L2-normalised vectors for the top-k cosine neighbours of every target:
-- faiss: ``raypipe.deft.mining.cosine_knn`` (exact ``IndexFlatIP``: index build + search), the
-  function the data_mining stage calls;
+- faiss: ``raypipe.deft._selection.cosine_knn`` (exact ``IndexFlatIP``: index build + search), the
+  function the selection recipe calls;
 - numpy: chunked matmul over the pool + ``argpartition`` per chunk, merged into a running top-k.
 The script checks that both return the same neighbours, then prints times and the ratio.
 
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from raypipe.deft.mining import cosine_knn, l2_normalise
+from raypipe.deft._selection import cosine_knn, l2_normalise
 
 
 def numpy_knn(targets: np.ndarray, pool: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
