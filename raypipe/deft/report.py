@@ -1,4 +1,4 @@
-"""``DEFT_Loop_Report.html`` (SPEC §6.9), re-rendered after every commit.
+"""``DEFT_Loop_Report.html``, re-rendered by the loop's driver after every commit.
 
 Everything comes from disk (the state, the stage outputs it names, Phase 1/3 files when present),
 so the report of a resumed run is the same as that of an uninterrupted one. The page is one file:
@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 
 from raypipe._io import atomic_write_text, read_json
 from raypipe.deft import _svg
-from raypipe.deft.state import STATE_FILE, iteration_number, ordered_labels
+from raypipe.deft.state import ordered_labels
+from raypipe.rundir import RcaDir, RunDir, iteration_number, resume_command
 
-REPORT_FILE = "DEFT_Loop_Report.html"
 THUMB_PX = 160
 
 _CSS = """
@@ -55,7 +55,7 @@ def _csv(path: Any):
     try:
         if path and Path(path).is_file():
             return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception:  # noqa: BLE001 - a broken CSV only blanks its section
+    except Exception:  # a boundary: a broken CSV only blanks its section
         return None
     return None
 
@@ -66,7 +66,7 @@ def _parquet(path: Any):
     try:
         if path and Path(path).is_file():
             return pd.read_parquet(path)
-    except Exception:  # noqa: BLE001
+    except Exception:  # a boundary: a broken parquet only blanks its section
         return None
     return None
 
@@ -81,7 +81,7 @@ def _thumb(path: Path, px: int = THUMB_PX) -> str | None:
             im.thumbnail((px, px))
             buf = io.BytesIO()
             im.save(buf, format="PNG", optimize=True)
-    except Exception:  # noqa: BLE001
+    except Exception:  # a boundary: an unreadable image only loses its thumbnail
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -133,20 +133,20 @@ def _trajectory(run_dir: Path, state: Mapping[str, Any]) -> list[dict[str, Any]]
     ``best_rec.json``, or from ``trajectory.json``'s Phase 1 row when only that survives.
     """
     rows: list[dict[str, Any]] = []
-    rec = _json(run_dir / "phase1_automl" / "best_rec.json")
+    rec = _json(RunDir(run_dir).sweep("phase1").best_rec)
     if isinstance(rec, Mapping) and isinstance(rec.get("best"), Mapping):
         score = rec["best"].get("score")
         rows.append({"label": "phase1_best", "value": score if isinstance(score, (int, float)) else None,
                      "set": "validation", "delivered": False, "auroc": None, "far95": None})
     else:
-        traj = _json(run_dir / "trajectory.json")
+        traj = _json(RunDir(run_dir).trajectory)
         items = traj.get("rows") if isinstance(traj, Mapping) else None
         for it in items if isinstance(items, list) else []:
             if isinstance(it, Mapping) and str(it.get("split", "")).lower() == "validation":
                 v = it.get("far_pct")
                 rows.append({"label": str(it.get("step", "phase1_best")), "value": v if isinstance(v, (int, float))
                              else None, "set": "validation", "delivered": False, "auroc": None, "far95": None})
-    final = _json(run_dir / "best_model.json") or {}
+    final = _json(RunDir(run_dir).best_model) or {}
     for label in ordered_labels(state):
         e = state["iterations"][label]
         mr = e.get("metric_result")
@@ -281,7 +281,7 @@ def _section_rca(state: Mapping[str, Any]) -> str:
         rca_dir = Path(e["rca_gaps_parquet"]).parent
         parts.append(f"<h3>{escape(label)}: RCA (threshold {_fmt(e.get('rca_threshold'))}, targets "
                      f"{escape(', '.join(e.get('rca_target_defects', [])))})</h3>")
-        metrics = _json(rca_dir / "metrics.json") or {}
+        metrics = _json(RcaDir(rca_dir).metrics_json) or {}
         per_label = metrics.get("per_label") or {}
         if per_label:
             rows = [[lb, d.get("total"), d.get("n_misclassified"), d.get("mean_weakness"),
@@ -289,7 +289,8 @@ def _section_rca(state: Mapping[str, Any]) -> str:
             parts.append(_table(["label", "rows", "misclassified", "mean weakness", "median", "max"], rows))
             parts.append(_svg.hbar_chart([(lb, float(d.get("mean_weakness") or 0.0)) for lb, d in sorted(per_label.items())],
                                          title="mean weakness per label"))
-        thumbs = sorted((rca_dir / "rca_images").glob("*.png"))[:8] if (rca_dir / "rca_images").is_dir() else []
+        images = RcaDir(rca_dir).images
+        thumbs = sorted(images.glob("*.png"))[:8] if images.is_dir() else []
         if thumbs:
             parts.append("<div class='thumbs'>" + "".join(_img(p, p.stem) for p in thumbs) + "</div>")
     if not any_rca:
@@ -332,7 +333,7 @@ def _section_timings(state: Mapping[str, Any]) -> str:
 def _section_final(run_dir: Path, state: Mapping[str, Any]) -> str:
     parts = ["<h2>Final status</h2>"]
     contract = state.get("metric_contract", {})
-    bm = _json(run_dir / "best_model.json")
+    bm = _json(RunDir(run_dir).best_model)
     if bm:
         v = (bm.get("metric_result") or {}).get("value")
         target = contract.get("target")
@@ -341,7 +342,7 @@ def _section_final(run_dir: Path, state: Mapping[str, Any]) -> str:
             ["best iteration", bm.get("iteration")], [f"best {contract.get('name', '')}", v],
             ["passed", (bm.get("metric_result") or {}).get("passed")], ["threshold", bm.get("threshold")],
             ["gap to target", gap], ["best checkpoint", bm.get("checkpoint")],
-            ["inference spec", str(run_dir / "best_model_inference_spec.yaml")]], left=2))
+            ["inference spec", str(RunDir(run_dir).inference_spec)]], left=2))
     else:
         parts.append("<p class='muted'>not finalized yet</p>")
     if state.get("status") == "failed":
@@ -349,12 +350,12 @@ def _section_final(run_dir: Path, state: Mapping[str, Any]) -> str:
             for err in state["iterations"][label].get("errors", []):
                 parts.append(f"<p><span class='badge bad'>hard stop</span> {escape(label)}/{escape(err['stage'])}: "
                              f"{escape(err['reason'])}<br/>fix: {escape(err.get('fix') or '–')}</p>")
-        parts.append(f"<pre>python -m raypipe.run --resume {escape(str(run_dir))}</pre>")
+        parts.append(f"<pre>{escape(resume_command(run_dir))}</pre>")
     return "".join(parts)
 
 
 def _section_lineage(run_dir: Path) -> str:
-    lineage = _json(run_dir / "lineage.json")
+    lineage = _json(RunDir(run_dir).lineage)
     if lineage is None:
         return ""
     items = lineage if isinstance(lineage, list) else lineage.get("records", lineage.get("checkpoints")) \
@@ -368,7 +369,7 @@ def _section_lineage(run_dir: Path) -> str:
 def _guard(fn, *args: Any) -> str:
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - one broken section must not blank the report
+    except Exception as exc:  # a boundary: one broken section must not blank the report
         return f"<p class='muted'>section unavailable: {escape(type(exc).__name__)}: {escape(str(exc))}</p>"
 
 
@@ -388,5 +389,5 @@ def render_html(run_dir: Path, state: Mapping[str, Any]) -> str:
 def render_report(run_dir: str | Path) -> Path:
     """Render ``RD/DEFT_Loop_Report.html`` atomically from the files on disk; returns its path."""
     run_dir = Path(run_dir)
-    state = read_json(run_dir / STATE_FILE)
-    return atomic_write_text(run_dir / REPORT_FILE, render_html(run_dir, state))
+    state = read_json(RunDir(run_dir).deft_state)
+    return atomic_write_text(RunDir(run_dir).report, render_html(run_dir, state))

@@ -1,4 +1,4 @@
-"""DEFT_Loop_Report.html (SPEC §6.9): self-contained, every section, re-rendered on each commit."""
+"""DEFT_Loop_Report.html: self-contained, every section, rendered from the files on disk."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from PIL import Image
 
 from raypipe._io import atomic_write_json
 from raypipe.deft import finalize
-from raypipe.deft.report import REPORT_FILE, render_report
-from raypipe.deft.state import STATE_FILE, commit, load_state
+from raypipe.deft.report import render_report
+from raypipe.deft.state import commit, load_state
+from raypipe.rundir import RunDir
 
 from ._helpers import eval_evidence, new_run, parquet, train_evidence
 
@@ -25,7 +26,7 @@ def _png(path, shade):
 
 def test_report_sections_and_self_contained(tmp_path):
     rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
+    sp = RunDir(rd).deft_state
     base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
     commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.95, 0.2, 0.97]),
            duration_s=1, summary="e")
@@ -67,9 +68,9 @@ def test_report_sections_and_self_contained(tmp_path):
     atomic_write_json(rd / "phase1_automl" / "best_rec.json", {"best": {"score": 33.0}})
     atomic_write_json(rd / "lineage.json", [{"checkpoint": ev["best_ckpt_path"], "phase": "phase2",
                                              "parent": base_ck, "data_digest": "abc"}])
-    finalize(rd, stop_reason="max_iterations")
+    finalize(rd)
 
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     for heading in ("Run configuration", "KPI dataset label counts", "Metric trajectory", "Per-iteration results",
                     "Training-set growth", "Root-cause analysis", "Generated sample pair", "Stage timings",
                     "Final status", "Lineage"):
@@ -92,11 +93,11 @@ def test_report_sections_and_self_contained(tmp_path):
 
 def test_report_renders_for_fresh_and_failed_state(tmp_path):
     rd = new_run(tmp_path)
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     assert "not finalized yet" in html and "no events yet" in html
-    commit(rd / STATE_FILE, "baseline", "train", {"reason": "CUDA out of memory", "fix": "lower batch_size"},
+    commit(RunDir(rd).deft_state, "baseline", "train", {"reason": "CUDA out of memory", "fix": "lower batch_size"},
            duration_s=3, summary="train failed", status="error")
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     assert "hard stop" in html and "lower batch_size" in html
     assert f"python -m raypipe.run --resume {rd}" in html
 
@@ -104,8 +105,8 @@ def test_report_renders_for_fresh_and_failed_state(tmp_path):
 def test_broken_stage_output_degrades_one_section(tmp_path):
     rd = new_run(tmp_path, baseline=True)
     (tmp_path / "kpi.csv").write_bytes(b"\x00\xff garbage")
-    state = json.loads((rd / STATE_FILE).read_text())
+    state = json.loads((RunDir(rd).deft_state).read_text())
     state["config"]["kpi_test_csv"] = str(tmp_path / "missing.csv")
-    (rd / STATE_FILE).write_text(json.dumps(state))
+    (RunDir(rd).deft_state).write_text(json.dumps(state))
     html = render_report(rd).read_text()
     assert "KPI CSV not readable" in html and "Stage timings" in html
