@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 RECALL_TOL = 1e-12
 
@@ -41,7 +42,7 @@ def _candidates(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([[np.nextafter(distinct[0], -np.inf)], distinct])
 
 
-def threshold_table(is_defect: Sequence[bool], scores: Sequence[float]) -> dict[str, np.ndarray]:
+def threshold_table(is_defect: ArrayLike, scores: ArrayLike) -> dict[str, np.ndarray]:
     """Confusion counts and rates at every candidate threshold (prediction NO_PASS iff score > t)."""
     y = np.asarray(is_defect, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
@@ -81,7 +82,7 @@ def _pick(table: dict[str, np.ndarray], eligible: np.ndarray) -> ThresholdResult
     )
 
 
-def far_at_recall(is_defect: Sequence[bool], scores: Sequence[float], recall_target: float = 1.0) -> ThresholdResult:
+def far_at_recall(is_defect: ArrayLike, scores: ArrayLike, recall_target: float = 1.0) -> ThresholdResult:
     """Best threshold (max F1, then precision, then threshold) among those reaching ``recall_target``.
 
     >>> far_at_recall([False, True, False], [0.1, 0.8, 0.9]).far
@@ -95,7 +96,7 @@ def far_at_recall(is_defect: Sequence[bool], scores: Sequence[float], recall_tar
     return _pick(table, eligible)
 
 
-def best_f1_threshold(is_defect: Sequence[bool], scores: Sequence[float], min_recall: float = 1.0) -> ThresholdResult | None:
+def best_f1_threshold(is_defect: ArrayLike, scores: ArrayLike, min_recall: float = 1.0) -> ThresholdResult | None:
     """RCA threshold (SPEC §6.4): best F1 among thresholds with recall ≥ ``min_recall``; None if none."""
     y = np.asarray(is_defect, dtype=bool)
     if not y.any():
@@ -107,7 +108,7 @@ def best_f1_threshold(is_defect: Sequence[bool], scores: Sequence[float], min_re
     return _pick(table, eligible)
 
 
-def auroc(is_defect: Sequence[bool], scores: Sequence[float]) -> float:
+def auroc(is_defect: ArrayLike, scores: ArrayLike) -> float:
     """Area under ROC via the Mann–Whitney rank statistic (ties count one half)."""
     import pandas as pd
 

@@ -33,6 +33,7 @@ from raypipe.backends.tao import (
     registry_login,
 )
 from raypipe.spec import SpecError
+
 from tao_fake_docker import FakeDockerClient, FakeTao
 
 IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:6.25.9-pyt"
