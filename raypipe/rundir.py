@@ -339,8 +339,8 @@ class SweepDir:
         return self.path / f"{self.name}.sweep_summary.json"
 
     @property
-    def optuna_journal(self) -> Path:  # the Optuna study of the sweep (optuna-dashboard can open it)
-        return self.path / f"{self.name}.optuna.log"
+    def sampler_log(self) -> Path:  # every trial result the Optuna sampler learned from (JSONL)
+        return self.path / f"{self.name}.sampler.jsonl"
 
     @property
     def baseline_eval(self) -> Path:

@@ -56,7 +56,7 @@ def test_every_path_lies_in_the_run_dir() -> None:
     it = rd.iteration("iter1")
     paths = [*rd.deliverables(), rd.pipeline_state, rd.run_spec, rd.loop_log, rd.mining_history, rd.placement,
              rd.deft_state_lock, rd.baseline_spec_automl, *it.mining.mining_outputs(), *it.dataset.merge_outputs(),
-             rd.sweep("phase1").optuna_journal, rd.sweep("phase3").best_spec]
+             rd.sweep("phase1").sampler_log, rd.sweep("phase3").best_spec]
     assert all(p.is_relative_to(rd.root) for p in paths)
     assert len(set(paths)) == len(paths)
 

@@ -144,11 +144,13 @@ def _quiet_ray() -> Iterator[None]:
 
 
 def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, Any]], num_epochs: int,
-            journal: Path) -> tuple[dict[str, Any], Any, Any, int]:
+            sampler_log: Path) -> tuple[dict[str, Any], Any, Any, int]:
     """(param_space, search_alg, scheduler, num_samples) for the configured algorithm.
 
-    The Optuna study lives in ``journal`` (Optuna's journal file storage): a restored sweep's
-    searcher reads it back, and ``optuna.load_study`` / optuna-dashboard can open it.
+    The sampler writes every result it learns from to ``sampler_log`` (:class:`RecordingSampler`).
+    The study itself stays in memory: Tune snapshots it with the searcher and a restored sweep
+    resumes from that snapshot — a persistent Optuna storage would run ahead of the snapshot and
+    refuse the re-run of a trial that finished after it.
     """
     from ray.tune.schedulers import ASHAScheduler
 
@@ -156,9 +158,9 @@ def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, 
         space, total = grid_param_space(params)
         return space, None, None, 1
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
+
+    from raypipe.automl._sampler import RecordingSampler
 
     if cfg.algorithm == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
@@ -166,8 +168,7 @@ def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, 
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials)
     # A Tune param_space (not a define-by-run function): OptunaSearch ignores points_to_evaluate
     # with define-by-run spaces (ray#35319), and Phase 3's first trial must be Phase 1's winner.
-    searcher = OptunaSearch(sampler=sampler, points_to_evaluate=points or None, study_name=journal.stem,
-                            storage=JournalStorage(JournalFileBackend(str(journal))))
+    searcher = OptunaSearch(sampler=RecordingSampler(sampler, sampler_log), points_to_evaluate=points or None)
     scheduler = None
     if cfg.algorithm == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, num_epochs), grace_period=1, reduction_factor=2)
@@ -412,9 +413,8 @@ def _claim_storage(cfg: SweepConfig, inputs: SweepInputs, out: SweepDir, plan: _
     if restoring and out.sweep_json.is_file() and read_json(out.sweep_json).get("fingerprint") != fingerprint:
         raise SweepError(f"{exp_path} holds a different sweep (its config or inputs changed); "
                          f"delete it or use another run dir to start a new sweep")
-    if not restoring:  # a fresh study: trials of an attempt that never got as far as Tune's state are not history
-        for stale in (out.optuna_journal, out.optuna_journal.with_name(out.optuna_journal.name + ".lock")):
-            stale.unlink(missing_ok=True)
+    if not restoring:  # a fresh study: what an attempt that never got as far as Tune's state learned is no history
+        out.sampler_log.unlink(missing_ok=True)
     atomic_write_json(out.sweep_json, {
         "name": plan.name, "experiment_path": exp_path, "fingerprint": fingerprint, "algorithm": cfg.algorithm,
         "metric": cfg.metric, "num_trials": cfg.num_trials, "search_space": cfg.search_space,
@@ -444,7 +444,7 @@ def _experiment(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, c
 
     with _quiet_ray():  # Optuna announces every study it creates
         param_space, search_alg, scheduler, num_samples = _search(cfg, plan.params, plan.points, plan.planned_epochs,
-                                                                  out.optuna_journal)
+                                                                  out.sampler_log)
     expected = num_samples if cfg.algorithm != "grid" else grid_param_space(plan.params)[1]
     watch = FailureWatch(threshold=min(expected, max(2, cfg.max_concurrent_trials)))
     progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected)
