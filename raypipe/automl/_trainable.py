@@ -131,9 +131,11 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
     """Tune function trainable: train one configuration, report every epoch.
 
     Tune may stop the trial inside any ``tune.report`` (ASHA at a rung, the sweep's stopper). How it
-    does so is Tune's business: nothing here depends on it. Whatever the trial knows is written to
-    its tracking run *before* each report, the stop propagates untouched, and the driver closes
-    every trial's run from the experiment's files afterwards (``_close_trial_runs``).
+    does so is Tune's business: a stop is whatever non-``Exception`` leaves ``report``, and it is
+    handed back to Tune unchanged once the trial's tracking run is closed as a normal end (a
+    failure, an ``Exception``, closes it FAILED). What the trial knows is on its run before each
+    report, and the driver writes every trial's final status from the experiment's files
+    afterwards (``_close_trial_runs``).
     """
     from ray import tune
 
@@ -149,21 +151,31 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
         record_placement(job.run_dir, phase=job.sweep_name, what=f"trial {trial_id}", extra={"params": params})
     spec = build_trial_spec(job, params)
     work = Path(tempfile.mkdtemp(prefix=f"raypipe_trial_{trial_id}_"))
+    stop: BaseException | None = None
     try:
         with _tracking_run(job, trial_id, params) as run:
             run.set_tags({"trial_dir": tune.get_context().get_trial_dir() or ""})
             reporter = _EpochReporter(job, trial_id, params, spec, work, run, started_at)
             trainer = get_backend(job.backend, **job.backend_options)
-            trainer.train(spec, Path(job.train_csv), Path(job.val_csv), work / "train",
-                          Path(job.init_ckpt) if job.init_ckpt else None,
-                          images_dir=Path(job.train_images_dir), val_images_dir=Path(job.val_images_dir),
-                          seed=job.seed, on_epoch=reporter)
-            if not reporter.reported_checkpoint:
-                raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
-            run.set_tags({"status": "complete"})
+            try:
+                trainer.train(spec, Path(job.train_csv), Path(job.val_csv), work / "train",
+                              Path(job.init_ckpt) if job.init_ckpt else None,
+                              images_dir=Path(job.train_images_dir), val_images_dir=Path(job.val_images_dir),
+                              seed=job.seed, on_epoch=reporter)
+            except Exception:
+                raise  # a failure: the tracking run ends FAILED
+            except BaseException as exc:  # not an error: the trial was stopped (see the docstring)
+                stop = exc
+                run.set_tags({"status": "stopped"})
+            else:
+                if not reporter.reported_checkpoint:
+                    raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
+                run.set_tags({"status": "complete"})
     finally:
         # Tune has copied every reported checkpoint into the experiment's storage by now.
         shutil.rmtree(work, ignore_errors=True)
+    if stop is not None:
+        raise stop
 
 
 class _EpochReporter:
