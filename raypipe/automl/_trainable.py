@@ -165,8 +165,8 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
             except Exception:
                 raise  # a failure: the tracking run ends FAILED
             except BaseException as exc:  # not an error: the trial was stopped (see the docstring)
+                # No status tag here: this worker may finish after the driver wrote the trial's final one.
                 stop = exc
-                run.set_tags({"status": "stopped"})
             else:
                 if not reporter.reported_checkpoint:
                     raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
