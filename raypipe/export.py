@@ -88,7 +88,7 @@ def scoring_module(model: DeliveredModel) -> tuple[Any, dict[str, Any]]:
         raise ExportError(str(exc)) from None
     n_lights, h, w = len(mcfg.lights), mcfg.image_height, mcfg.image_width
 
-    class Scoring(nn.Module):  # type: ignore[misc,name-defined]
+    class Scoring(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.net = net

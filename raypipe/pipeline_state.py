@@ -1,4 +1,4 @@
-"""``RD/pipeline_state.json``: which phases are done (SPEC §3, §9).
+"""``RD/pipeline_state.json``: which phases are done, so ``--resume`` skips them.
 
 Phase-level only; each phase keeps its own finer state (Tune's experiment dir, deft_state.json).
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from raypipe._io import atomic_write_json, read_json
+from raypipe.rundir import RunDir
 
 PHASES = ("phase1", "phase2", "phase3")
-FILE = "pipeline_state.json"
 
 
 def now_iso() -> str:
@@ -24,15 +24,16 @@ def new_state() -> dict[str, Any]:
             "phases": {p: {"status": "pending", "started_at": None, "completed_at": None} for p in PHASES}}
 
 
-def load(run_dir: Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / FILE)
+def load(run_dir: str | Path | RunDir) -> dict[str, Any]:
+    state: dict[str, Any] = read_json(RunDir(run_dir).pipeline_state)
+    return state
 
 
-def save(run_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / FILE, state)
+def save(run_dir: str | Path | RunDir, state: dict[str, Any]) -> None:
+    atomic_write_json(RunDir(run_dir).pipeline_state, state)
 
 
-def mark(run_dir: Path, phase: str, status: str, **extra: Any) -> dict[str, Any]:
+def mark(run_dir: str | Path | RunDir, phase: str, status: str, **extra: Any) -> dict[str, Any]:
     """Set a phase's status (``in_progress | complete | skipped | failed``) and persist at once."""
     state = load(run_dir)
     entry = state["phases"][phase]
@@ -46,7 +47,7 @@ def mark(run_dir: Path, phase: str, status: str, **extra: Any) -> dict[str, Any]
     return state
 
 
-def set_run_status(run_dir: Path, status: str, **extra: Any) -> None:
+def set_run_status(run_dir: str | Path | RunDir, status: str, **extra: Any) -> None:
     state = load(run_dir)
     state["status"] = status
     if status in ("complete", "failed"):

@@ -20,20 +20,18 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from raypipe._io import append_jsonl, read_jsonl
+from raypipe.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-PLACEMENT_FILE = "placement.jsonl"
-
-__all__ = ["PLACEMENT_FILE", "Placement", "format_placements", "placement_path", "read_placements",
-           "record_placement"]
+__all__ = ["Placement", "format_placements", "placement_path", "read_placements", "record_placement"]
 
 
 def placement_path(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / PLACEMENT_FILE
+    return RunDir(run_dir).placement
 
 
 def _ray_facts() -> dict[str, Any]:
@@ -72,7 +70,7 @@ def record_placement(run_dir: str | os.PathLike[str], *, phase: str, what: str,
             record["extra"] = dict(extra)
         append_jsonl(placement_path(run_dir), record)
         return record
-    except Exception as exc:  # noqa: BLE001 - see docstring
+    except Exception as exc:  # a boundary: observability must never fail the work it observes
         log.warning("could not record the placement of %s/%s in %s: %s", phase, what, run_dir, exc)
         return None
 
@@ -89,16 +87,18 @@ class Placement:
     run_dir: str
     phase: str
     what: str
+    extra: Mapping[str, Any] | None = None  # recorded with every record of this placement
 
     def record(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        return record_placement(self.run_dir, phase=self.phase, what=self.what, extra=extra)
+        merged = {**(self.extra or {}), **(extra or {})}
+        return record_placement(self.run_dir, phase=self.phase, what=self.what, extra=merged or None)
 
     def child(self, suffix: str) -> "Placement":
         """The same run and phase, ``what`` extended: ``iter1/inference`` → ``iter1/inference/best_val``."""
         return replace(self, what=f"{self.what}/{suffix}")
 
 
-def format_placements(records: list[Mapping[str, Any]], node_names: Mapping[str, str] | None = None) -> str:
+def format_placements(records: Sequence[Mapping[str, Any]], node_names: Mapping[str, str] | None = None) -> str:
     """One line per record, in time order: phase, what, node (short id or a given name), resources, GPUs."""
     names = dict(node_names or {})
     rows = [("phase", "what", "node", "resources", "gpu_ids")]

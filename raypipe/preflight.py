@@ -1,4 +1,4 @@
-"""The consolidated pre-flight summary (SPEC §8.1): the only gate of a run.
+"""The consolidated pre-flight summary: the only gate of a run.
 
 Every check here is read-only. The summary is printed before the prompt and, once approved,
 saved as ``RD/preflight.md`` — the audit trail of what the user agreed to.
@@ -6,16 +6,20 @@ saved as ``RD/preflight.md`` — the audit trail of what the user agreed to.
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from raypipe.spec import flatten, get_dotted
+from raypipe.spec import get_dotted, set_dotted
+from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
+
+if TYPE_CHECKING:
+    from raypipe.config import RunConfig
 
 SECTION_TITLES = (
     "1. Workspace, host, platform",
@@ -84,7 +88,7 @@ def ray_cluster_info() -> dict[str, Any]:
         if torch.cuda.is_available():
             p = torch.cuda.get_device_properties(0)
             local_gpu = f"{p.name}, {p.total_memory / 2**30:.0f} GiB"
-    except Exception:  # noqa: BLE001 - information only
+    except (ImportError, RuntimeError):  # information only: no torch, or a CUDA driver problem
         pass
     ctx = ray.get_runtime_context()
     return {"address": getattr(ctx, "gcs_address", None) or "local", "nodes": len(nodes),
@@ -92,7 +96,7 @@ def ray_cluster_info() -> dict[str, Any]:
 
 
 def build_preflight(
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     workspace_root: Path,
     *,
     ray_info: dict[str, Any] | None,
@@ -104,126 +108,157 @@ def build_preflight(
     from raypipe.workspace import check_workspace
 
     pf = Preflight()
-    backend = cfg["backend"]
+    _host_section(pf, cfg, workspace_root, ray_info, docker_client)
+    # 4. Dataset (run first among the rest: later sections need the spec)
+    report = check_workspace(workspace_root)
+    ws = report.workspace
+    for problem in report.problems:
+        pf.blocker(4, str(problem))
+    spec: dict[str, Any] | None = None
+    if ws is not None:
+        _dataset_section(pf, ws)
+        spec, note = resolve_run_spec(cfg, ws.spec)
+        if note:
+            pf.warn(4, f"backbone substitution: {note}")
+            pf.facts["backbone_substitution"] = note
+        pf.facts["spec"] = spec
+    net = get_dotted(spec, "model.backbone.type", "?") if spec else "?"
+    pf.add(1, f"network_arch: visual_changenet classify, backbone {net}")
+    _credentials_section(pf, cfg)
+    _images_section(pf, cfg, docker_client)
+    _phase1_section(pf, cfg, workspace_root)
+    _phase2_section(pf, cfg, workspace_root, spec, resume_rd)
+    _phase3_section(pf, cfg, workspace_root)
+    _estimate_section(pf, cfg, spec, probe)
+    pf.add(9, "Approving runs all three phases without further pauses, except hard stops.")
+    if pf.blockers:
+        pf.add(9, f"{len(pf.blockers)} BLOCKER(s): the run will not start until they are fixed.")
+    return pf
 
-    # 1. Workspace, host, platform
+
+def _host_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, ray_info: dict[str, Any] | None,
+                  docker_client: Any) -> None:
     pf.add(1, f"workspace root: {workspace_root}")
     pf.add(1, f"host: {platform.node()}  python {platform.python_version()}  {platform.platform(terse=True)}")
     if ray_info:
-        pf.add(1, f"Ray cluster: {ray_info['address']}  nodes={ray_info['nodes']}  CPUs={ray_info['cpus']:g}  GPUs={ray_info['gpus']:g}")
+        pf.add(1, f"Ray cluster: {ray_info['address']}  nodes={ray_info['nodes']}  CPUs={ray_info['cpus']:g}  "
+                  f"GPUs={ray_info['gpus']:g}")
         for g in ray_info.get("gpu_detail", []):
             pf.add(1, f"  GPU: {g}")
         if ray_info.get("local_gpu"):
             pf.add(1, f"  local GPU: {ray_info['local_gpu']}")
-    pf.add(1, f"backend: {'built-in PyTorch ChangeNet' if backend == 'builtin' else 'TAO container (docker)'}")
-    if backend == "tao":
+    pf.add(1, f"backend: {'built-in PyTorch ChangeNet' if cfg.backend == 'builtin' else 'TAO container (docker)'}")
+    if cfg.backend == "tao":
         from raypipe.backends import tao as tao_backend
 
         version = tao_backend.docker_version(docker_client)
         if version:
             pf.ok(1, f"docker: {version}")
         else:
-            pf.blocker(1, "docker: no Docker engine reachable (backend 'tao' needs one); use backend=builtin or start Docker")
+            pf.blocker(1, "docker: no Docker engine reachable (backend 'tao' needs one); use backend=builtin or "
+                          "start Docker")
 
-    # 4. Dataset (run first: later sections need the spec)
-    report = check_workspace(workspace_root)
-    ws = report.workspace
-    for problem in report.problems:
-        pf.blocker(4, str(problem))
-    spec: dict[str, Any] | None = ws.spec if ws is not None else None
-    if ws is not None:
-        _dataset_section(pf, ws)
-        spec = _resolve_spec(pf, cfg, ws.spec)
-        pf.facts["spec"] = spec
-    net = get_dotted(spec, "model.backbone.type", "?") if spec else "?"
-    pf.add(1, f"network_arch: visual_changenet classify, backbone {net}")
 
-    # 2. Credentials / 3. Container images
-    needed = list(cfg["tao"]["credentials"]) if backend == "tao" else []
-    if needed:
-        for name in needed:
-            state = "SET" if os.environ.get(name) else "UNSET"
-            (pf.ok if state == "SET" else pf.warn)(2, f"{name}: {state}")
-    else:
+def _credentials_section(pf: Preflight, cfg: RunConfig) -> None:
+    needed = list(cfg.tao.credentials) if cfg.backend == "tao" else []
+    if not needed:
         pf.add(2, "none required by the built-in backend")
-    if backend == "tao":
-        from raypipe.backends import tao as tao_backend
+    for name in needed:
+        state = "SET" if os.environ.get(name) else "UNSET"  # never the value
+        (pf.ok if state == "SET" else pf.warn)(2, f"{name}: {state}")
 
-        for image in filter(None, [cfg["tao"]["image"], cfg["tao"].get("anomalygen_image")]):
-            status = tao_backend.image_status(docker_client, image)
-            line = f"{image}: {status}"
-            if status == "PRESENT":
-                pf.ok(3, line)
-            elif cfg["execution_policy"]["allow_container_pull"]:
-                pf.warn(3, line + " (will be pulled after approval)")
-            else:
-                pf.blocker(3, line + " and execution_policy.allow_container_pull is false")
-    else:
+
+def _images_section(pf: Preflight, cfg: RunConfig, docker_client: Any) -> None:
+    if cfg.backend != "tao":
         pf.add(3, "not used (built-in backend)")
+        return
+    from raypipe.backends import tao as tao_backend
 
-    # 5–7. Phases
-    automl = cfg["automl"]
-    res = _fmt_res(automl["resources_per_trial"])
-    swept = ", ".join(automl["search_space"])
-    pinned = ", ".join(f"{k}={v}" for k, v in cfg["spec_overrides"].items())
-    metric = "validation FAR@100% recall (min)" if automl["metric"] == "far_pct" else "validation loss (min, collapse guard, top-K FAR re-score)"
-    if cfg["phase1"]["enabled"]:
-        pf.add(5, f"algorithm: {automl['algorithm']}  trials: {cfg['phase1']['automl_max_recommendations']}  "
-                  f"concurrency: {automl['max_concurrent_trials']}  per-trial resources: {res}")
-        pf.add(5, f"metric: {metric}; the KPI set is never read by a sweep")
-        pf.add(5, f"swept: {swept}")
-        pf.add(5, f"pinned: {pinned}")
-        pf.add(5, f"spec source: {workspace_root / 'specs' / 'baseline_spec.yaml'}")
-        if cfg["phase1"].get("pretrained_model_path"):
-            pf.add(5, f"warm start: {cfg['phase1']['pretrained_model_path']} (architecture pinned)")
-    else:
+    for image in container_images(cfg):
+        status = tao_backend.image_status(docker_client, image)
+        line = f"{image}: {status}"
+        if status == "PRESENT":
+            pf.ok(3, line)
+        elif cfg.execution_policy.allow_container_pull:
+            pf.warn(3, line + " (will be pulled after approval)")
+        else:
+            pf.blocker(3, line + " and execution_policy.allow_container_pull is false")
+
+
+def container_images(cfg: RunConfig) -> list[str]:
+    """The container images a TAO run needs (pulled after approval when the policy allows)."""
+    return [image for image in (cfg.tao.image, cfg.tao.anomalygen_image) if image]
+
+
+def _metric_text(cfg: RunConfig) -> str:
+    if cfg.automl.metric == "far_pct":
+        return "validation FAR@100% recall (min)"
+    return "validation loss (min, collapse guard, top-K FAR re-score)"
+
+
+def _phase1_section(pf: Preflight, cfg: RunConfig, workspace_root: Path) -> None:
+    if not cfg.phase1.enabled:
         pf.add(5, "disabled: the baseline is trained by Phase 2 from the workspace spec")
-    p2 = cfg["phase2"]
-    from raypipe.metrics import MetricContract
+        return
+    automl = cfg.automl
+    pf.add(5, f"algorithm: {automl.algorithm}  trials: {cfg.phase1.automl_max_recommendations}  "
+              f"concurrency: {automl.max_concurrent_trials}  per-trial resources: "
+              f"{_fmt_res(automl.resources_per_trial.as_dict())}")
+    pf.add(5, f"metric: {_metric_text(cfg)}; the KPI set is never read by a sweep")
+    pf.add(5, f"swept: {', '.join(automl.search_space)}")
+    pf.add(5, f"pinned: {', '.join(f'{k}={v}' for k, v in cfg.spec_overrides.items())}")
+    pf.add(5, f"spec source: {workspace_root / SPEC_FILE} (read only; the merged spec goes to the run dir)")
+    if cfg.phase1.pretrained_model_path:
+        pf.add(5, f"warm start: {cfg.phase1.pretrained_model_path} (architecture pinned)")
 
-    try:
-        contract = MetricContract.from_dict(p2["metric_contract"])
-        pf.add(6, f"KPI target: {contract.kpi_text} on {workspace_root / 'kpi' / 'testing_set.csv'}")
-    except ValueError as exc:
-        pf.blocker(6, f"phase2.metric_contract: {exc}")
-    epochs = cfg["spec_overrides"].get("train.num_epochs", get_dotted(spec, "train.num_epochs", "?") if spec else "?")
-    mf = p2["mining_filter"]
-    pf.add(6, f"max_iterations: {p2['max_iterations']}  epochs per retrain: {epochs}  SDG images/iteration: {p2['sdg']['num_SDG']}")
-    pf.add(6, f"mining: top-K {mf['top_k_per_target']} ({mf['metric']}), min_similarity {mf['min_similarity']}, embedder {mf['embedder']}")
-    if backend == "tao" and mf["embedder"] == "model":
-        pf.blocker(6, "phase2.mining_filter.embedder: model needs an embedding entry point the TAO container does "
-                      "not have; set phase2.mining_filter.embedder=pixels")
-    pf.add(6, f"resources: train/infer/embed {_fmt_res(p2['resources']['train'])}; CPU stages {_fmt_res(p2['resources']['cpu_stage'])}")
-    pf.add(6, "baseline: " + ("pre-seeded from the Phase 1 winner's checkpoint (no retrain)" if cfg["phase1"]["enabled"]
+
+def _epochs(cfg: RunConfig, spec: dict[str, Any] | None) -> Any:
+    return cfg.spec_overrides.get("train.num_epochs", get_dotted(spec, "train.num_epochs", "?") if spec else "?")
+
+
+def _phase2_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, spec: dict[str, Any] | None,
+                    resume_rd: Path | None) -> None:
+    p2 = cfg.phase2
+    pf.add(6, f"KPI target: {p2.contract.kpi_text} on {workspace_root / CSV_FILES['kpi']}")
+    mf = p2.mining_filter
+    pf.add(6, f"max_iterations: {p2.max_iterations}  epochs per retrain: {_epochs(cfg, spec)}  "
+              f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind})")
+    pf.add(6, f"mining: top-K {mf.top_k_per_target} (cosine, history-aware), min_similarity {mf.min_similarity}, "
+              f"embedder {mf.embedder}")
+    pf.add(6, f"resources: train/infer/embed {_fmt_res(p2.resources.train.as_dict())}; CPU stages "
+              f"{_fmt_res(p2.resources.cpu_stage.as_dict())}")
+    pf.add(6, "baseline: " + ("pre-seeded from the Phase 1 winner's checkpoint (no retrain)" if cfg.phase1.enabled
                               else "trained from the workspace spec"))
     pf.add(6, f"resuming: {resume_rd}" if resume_rd else "resuming: no (new run)")
-    if cfg["phase3"]["enabled"]:
-        pf.add(7, f"trials: {cfg['phase3']['automl_max_recommendations']}  metric: {metric}")
-        pf.add(7, "warm start: every trial from Phase 2's best checkpoint; architecture pinned; first trial = Phase 1 winner's HPs")
-        pf.add(7, f"validation set: {workspace_root / 'train' / 'base' / 'validation_set.csv'} (same as Phase 1)")
-    else:
-        pf.add(7, "disabled: the loop's best is the deliverable")
 
-    # 8. Compute estimate
-    n1 = cfg["phase1"]["automl_max_recommendations"] if cfg["phase1"]["enabled"] else 0
-    n3 = cfg["phase3"]["automl_max_recommendations"] if cfg["phase3"]["enabled"] else 0
-    conc = max(1, int(automl["max_concurrent_trials"]))
-    t_trial, source = float(cfg["preflight"]["t_trial_s"]), "config (preflight.t_trial_s)"
-    t_iter = float(cfg["preflight"]["t_iter_s"])
-    if cfg["preflight"]["probe"] and probe is not None and not pf.blockers:
+
+def _phase3_section(pf: Preflight, cfg: RunConfig, workspace_root: Path) -> None:
+    if not cfg.phase3.enabled:
+        pf.add(7, "disabled: the loop's best is the deliverable")
+        return
+    pf.add(7, f"trials: {cfg.phase3.automl_max_recommendations}  metric: {_metric_text(cfg)}")
+    pf.add(7, "warm start: every trial from Phase 2's best checkpoint; architecture pinned; first trial = Phase 1 "
+              "winner's HPs")
+    pf.add(7, f"validation set: {workspace_root / CSV_FILES['validation']} (same as Phase 1)")
+
+
+def _estimate_section(pf: Preflight, cfg: RunConfig, spec: dict[str, Any] | None,
+                      probe: Callable[[], float] | None) -> None:
+    n1 = cfg.phase1.automl_max_recommendations if cfg.phase1.enabled else 0
+    n3 = cfg.phase3.automl_max_recommendations if cfg.phase3.enabled else 0
+    conc = cfg.automl.max_concurrent_trials
+    t_trial, source = cfg.preflight.t_trial_s, "config (preflight.t_trial_s)"
+    t_iter = cfg.preflight.t_iter_s
+    if cfg.preflight.probe and probe is not None and not pf.blockers:
         t_epoch = probe()
-        epochs_n = int(epochs) if isinstance(epochs, int) else 1
-        t_trial = t_epoch * epochs_n + 3.0
+        epochs = _epochs(cfg, spec)
+        t_trial = t_epoch * (int(epochs) if isinstance(epochs, int) else 1) + 3.0
         t_iter = 2.5 * t_trial
         source = f"measured 1-epoch probe ({t_epoch:.1f} s/epoch)"
-    m = p2["max_iterations"]
+    m = cfg.phase2.max_iterations
     total = n1 * t_trial / conc + m * t_iter + n3 * t_trial / conc
     pf.add(8, f"{n1} × {t_trial:.0f} s / {conc} concurrent + {m} × {t_iter:.0f} s + {n3} × {t_trial:.0f} s / {conc} "
               f"≈ {total / 60:.1f} min  (t from {source})")
-    pf.add(9, "Approving runs all three phases without further pauses, except hard stops.")
-    if pf.blockers:
-        pf.add(9, f"{len(pf.blockers)} BLOCKER(s): the run will not start until they are fixed.")
-    return pf
 
 
 def _dataset_section(pf: Preflight, ws: Any) -> None:
@@ -252,40 +287,35 @@ def _dataset_section(pf: Preflight, ws: Any) -> None:
         pf.warn(4, "no mining pool (augmentation/mining_pool/mining_pool.csv): Phase 2 mines nothing, SDG only")
 
 
-def _resolve_spec(pf: Preflight, cfg: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Apply spec_overrides and the backend's backbone substitution (recorded in config.yaml)."""
-    from raypipe.spec import set_dotted
+def resolve_run_spec(cfg: RunConfig, spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The run spec: the workspace spec + ``spec_overrides`` + the backend's backbone substitution.
 
-    import copy
-
+    Returns ``(spec, note)``; ``note`` says which backbone was substituted (None when none was),
+    recorded in ``RD/config.yaml`` and shown as a pre-flight warning.
+    """
     out = copy.deepcopy(spec)
-    for key, value in cfg["spec_overrides"].items():
+    for key, value in cfg.spec_overrides.items():
         set_dotted(out, key, value)
-    if cfg["backend"] == "builtin":
+    if cfg.backend == "builtin":
         from raypipe.backends.builtin import resolve_backbone
 
         out, note = resolve_backbone(out)
-        if note:
-            pf.warn(4, f"backbone substitution: {note}")
-            pf.facts["backbone_substitution"] = note
-    return out
+        return out, note or None
+    return out, None
 
 
-def measure_probe(cfg: dict[str, Any], workspace: Any, spec: dict[str, Any]) -> Callable[[], float]:
+def measure_probe(cfg: RunConfig, workspace: Any, spec: dict[str, Any]) -> Callable[[], float]:
     """A 1-epoch training probe on the real training set; returns seconds per epoch."""
     def _probe() -> float:
-        from raypipe.backends import get_backend
-        from raypipe.spec import set_dotted
+        from raypipe.backends import backend_options, get_backend
 
-        import copy
-
-        trainer = get_backend(cfg["backend"])
+        trainer = get_backend(cfg.backend, **backend_options(cfg, workspace_root=workspace.root))
         probe_spec = copy.deepcopy(spec)
         set_dotted(probe_spec, "train.num_epochs", 1)
         with tempfile.TemporaryDirectory(prefix="raypipe_probe_") as tmp:
             t0 = time.perf_counter()
             trainer.train(probe_spec, workspace.train_csv, workspace.val_csv, Path(tmp),
-                          images_dir=workspace.images_dir, val_images_dir=workspace.images_dir, seed=cfg["seed"])
+                          images_dir=workspace.images_dir, val_images_dir=workspace.images_dir, seed=cfg.seed)
             return time.perf_counter() - t0
 
     return _probe

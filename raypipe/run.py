@@ -1,4 +1,4 @@
-"""``python -m raypipe.run``: the whole pipeline behind one pre-flight gate (SPEC §1, §8).
+"""``python -m raypipe.run``: the whole pipeline behind one pre-flight gate.
 
 Exit codes: 0 complete · 1 failed (hard stop, BLOCKER, bad input) · 2 approval needed (no TTY, no --yes)
 · 130 interrupted (resumable).
@@ -8,27 +8,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from raypipe import pipeline_state
 from raypipe._io import atomic_write_text
-from raypipe.config import ConfigError, config_digest, dump_config, load_config, package_defaults
-from raypipe.spec import dump_spec, flatten, load_spec
+from raypipe.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    config_digest,
+    dump_config,
+    load_config,
+    read_saved_config,
+)
+from raypipe.rundir import RunDir, resume_command
+from raypipe.spec import dump_spec, load_spec
+
+if TYPE_CHECKING:
+    from raypipe.preflight import Preflight
+    from raypipe.workspace import Workspace
 
 log = logging.getLogger("raypipe")
 DEFAULT_EXPERIMENT = Path("experiments") / "aoi_default.yaml"
 DEFAULT_WORKSPACE = Path("workspace")
+EXIT_OK, EXIT_FAILED, EXIT_APPROVAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raypipe.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m raypipe.run", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--config", help="experiment YAML merged onto the package defaults")
     p.add_argument("--workspace", help="workspace root (default: config 'workspace', ./workspace)")
     p.add_argument("--yes", action="store_true", help="approve the pre-flight summary without a prompt")
@@ -39,90 +49,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_config(a: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    """(config, changed) — on resume, the saved config plus any new layers; ``changed`` re-opens the gate."""
-    overrides = list(a.overrides)
+def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
+    """(config, changed). A new run: defaults ← --config (default ``experiments/aoi_default.yaml``) ←
+    overrides. ``--resume RD``: the run's saved ``config.yaml`` ← any new layers; ``changed`` (which
+    re-opens the gate) is whether that changed anything but the Ray address."""
+    extra: list[tuple[str, dict[str, Any]]] = []
     if a.ray_address:
-        overrides.append(f"ray_address={a.ray_address}")
+        extra.append(("--ray-address", {"ray_address": a.ray_address}))
     if a.resume:
-        saved_path = Path(a.resume) / "config.yaml"
+        saved_path = RunDir(a.resume).config_yaml
         if not saved_path.is_file():
             raise ConfigError(f"{saved_path}: not a raypipe run dir (no config.yaml)")
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
-        saved.pop("resolved", None)
-        layers = [a.config] if a.config else []
-        if not layers and not a.overrides:
-            if a.ray_address:
-                saved["ray_address"] = a.ray_address
-            return saved, False
-        fresh = load_config(a.config, overrides)
-        # Keys the user did not touch keep the saved run's values.
-        base = load_config(None, [])
-        merged = _overlay(saved, _diff(fresh, base))
-        return merged, config_digest({**merged, "ray_address": None}) != config_digest({**saved, "ray_address": None})
-    config_file = a.config
-    if config_file is None and DEFAULT_EXPERIMENT.is_file():
-        config_file = str(DEFAULT_EXPERIMENT)
-    cfg = load_config(config_file, overrides)
+        saved = read_saved_config(saved_path)
+        cfg = load_config(a.config, a.overrides, base=saved, base_source=str(saved_path), extra=extra)
+        before = build_config([], base=saved, base_source=str(saved_path))
+        return cfg, config_digest(cfg, ignore=("ray_address",)) != config_digest(before, ignore=("ray_address",))
+    config_file = a.config if a.config is not None else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.is_file() else None)
     if a.workspace:
-        cfg["workspace"] = a.workspace
-    return cfg, True
+        extra.append(("--workspace", {"workspace": a.workspace}))
+    return load_config(config_file, a.overrides, extra=extra), True
 
 
-def _diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in a.items():
-        if isinstance(v, dict) and isinstance(b.get(k), dict):
-            d = _diff(v, b[k])
-            if d:
-                out[k] = d
-        elif b.get(k) != v:
-            out[k] = v
-    return out
+def _workspace(cfg: RunConfig, a: argparse.Namespace) -> Path | None:
+    """The workspace root, absolute; the embedded demo is generated when the default one is missing."""
+    workspace = Path(cfg.workspace)
+    if a.resume or workspace.exists():
+        return workspace.resolve()
+    if a.workspace is None and workspace == DEFAULT_WORKSPACE or str(workspace) in ("./workspace", "workspace"):
+        from raypipe.workspace import generate_demo
 
-
-def _overlay(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    from raypipe.spec import deep_merge
-
-    return deep_merge(base, layer)
-
-
-def _new_run_dir(workspace: Path) -> Path:
-    """``results/run_<YYYYMMDD_HHMMSS>``, created exclusively: two runs never share one."""
-    results = workspace / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    t = time.time()
-    for _ in range(3600):
-        rd = results / f"run_{datetime.fromtimestamp(t).strftime('%Y%m%d_%H%M%S')}"
-        try:
-            rd.mkdir()
-            return rd.resolve()
-        except FileExistsError:
-            t += 1
-    raise RuntimeError(f"could not create a unique run dir under {results}")
-
-
-def _start_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; True when this process started it (and so must stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-        return False
-    # address="local": always a fresh Ray of our own. A bare ray.init() would join any cluster that
-    # `ray start` left on this machine — someone else's, with someone else's resources.
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-    return True
-
-
-def _ask(prompt: str) -> bool:
-    try:
-        answer = input(prompt)
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
+        print(f"No workspace at {workspace}: generating the embedded demo workspace (seed 0)…")
+        generate_demo(workspace, seed=0)
+        return workspace.resolve()
+    print(f"error: workspace {workspace} does not exist", file=sys.stderr)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,113 +90,123 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     a = _parser().parse_args(argv)
     try:
-        cfg, changed = _resolve_config(a)
+        cfg, changed = resolve_config(a)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    workspace = _workspace(cfg, a)
+    if workspace is None:
+        return EXIT_FAILED
+    if not a.resume:
+        cfg = cfg.replace(workspace=str(workspace))
+    rd = RunDir(a.resume).resolve() if a.resume else None
+    from raypipe._ray import ray_session
 
-    if a.resume:
-        rd: Path | None = Path(a.resume).resolve()
-        workspace = Path(cfg["workspace"])
-    else:
-        rd = None
-        workspace = Path(cfg["workspace"])
-        if not workspace.exists():
-            if a.workspace is None and workspace == DEFAULT_WORKSPACE or str(workspace) in ("./workspace", "workspace"):
-                from raypipe.workspace import generate_demo
-
-                print(f"No workspace at {workspace}: generating the embedded demo workspace (seed 0)…")
-                generate_demo(workspace, seed=0)
-            else:
-                print(f"error: workspace {workspace} does not exist", file=sys.stderr)
-                return 1
-        workspace = workspace.resolve()
-        cfg["workspace"] = str(workspace)
-
-    started_ray = _start_ray(cfg.get("ray_address"))
-    try:
+    with ray_session(cfg.ray_address):
         return _run(a, cfg, changed, workspace, rd)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
 
 
-def _run(a: argparse.Namespace, cfg: dict[str, Any], changed: bool, workspace: Path, rd: Path | None) -> int:
-    from raypipe.preflight import build_preflight, measure_probe, ray_cluster_info
-    from raypipe.workspace import load_workspace
-
-    docker_client = None
-    if cfg["backend"] == "tao":
-        from raypipe.backends.tao._docker import docker_client
-
-        try:
-            docker_client = docker_client()
-        except Exception:  # noqa: BLE001 - no engine: pre-flight reports it as a BLOCKER
-            docker_client = None
-    probe = None
-    if cfg["preflight"]["probe"]:
-        try:
-            ws_for_probe = load_workspace(workspace)
-            probe = measure_probe(cfg, ws_for_probe, _run_spec(cfg, ws_for_probe))
-        except Exception:  # noqa: BLE001 - the workspace check reports the problem as a BLOCKER
-            probe = None
-    pf = build_preflight(cfg, workspace, ray_info=ray_cluster_info(), resume_rd=rd, docker_client=docker_client,
-                         probe=probe)
+def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None) -> int:
+    docker = _docker_client(cfg)
+    pf = _preflight(cfg, workspace, rd, docker)
     summary = pf.render()
-    if rd is None or changed:
+    gate = rd is None or changed
+    if gate:
         print(summary)
     if pf.blockers:
         print(f"\n{len(pf.blockers)} BLOCKER(s): nothing was started. Fix them and run again.", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     if a.dry_run:
         print("\n--dry-run: pre-flight only; nothing written.")
-        return 0
-    if rd is None or changed:
-        if not a.yes:
-            if not sys.stdin.isatty():
-                print("\nApproval needed: stdin is not a terminal. Re-run with --yes to approve the summary above.",
-                      file=sys.stderr)
-                return 2
-            if not _ask("\nApprove and run all three phases? [y/N] "):
-                print("Not approved; nothing was started.")
-                return 2
+        return EXIT_OK
+    if gate and not _approved(a):
+        return EXIT_APPROVAL
+    from raypipe.workspace import load_workspace
 
     ws = load_workspace(workspace)
-    if rd is None:
-        rd = _new_run_dir(workspace)
-        run_spec = _run_spec(cfg, ws)
-        atomic_write_text(rd / "run_spec.yaml", dump_spec(run_spec))
-        pipeline_state.save(rd, pipeline_state.new_state())
-    else:
-        run_spec = load_spec(rd / "run_spec.yaml")
-    saved = dict(cfg)
-    saved["resolved"] = {"workspace": str(workspace), "run_dir": str(rd), "run_spec": str(rd / "run_spec.yaml"),
-                         "backbone_substitution": pf.facts.get("backbone_substitution"),
-                         "config_digest": config_digest(cfg)}
-    atomic_write_text(rd / "config.yaml", dump_config(saved))
-    if changed or not (rd / "preflight.md").exists():
-        atomic_write_text(rd / "preflight.md", summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
-                          f" ({'--yes' if a.yes else 'interactive'})\n")
-    if cfg["backend"] == "tao":
+    rd, run_spec = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed, approved_by="--yes" if a.yes else
+                                    "interactive")
+    if cfg.backend == "tao":
         # Pulls happen only now, after the gate, and only as the execution policy allows.
         from raypipe.backends.tao import pull_image
+        from raypipe.preflight import container_images
 
-        for image in filter(None, [cfg["tao"]["image"], cfg["tao"].get("anomalygen_image")]):
-            pull_image(docker_client, image, cfg["execution_policy"])
+        for image in container_images(cfg):
+            pull_image(docker, image, cfg.execution_policy.model_dump())
+    return _execute(cfg, rd, ws, run_spec)
 
-    tracking = None
-    if cfg["tracking"]["enabled"]:
-        from raypipe import tracking as tr
 
-        uri = tr.resolve_tracking_uri(cfg["tracking"]["tracking_uri"], Path.cwd())
-        tracking = tr.start_pipeline_run(uri, cfg["tracking"]["experiment_name"], rd, _run_tags(cfg))
-        # The effective config, dotted, so runs compare side by side in `mlflow ui` (secrets are filtered).
-        tr.pipeline_logger(tracking).log_params({k: v for k, v in flatten(cfg).items() if k != "workspace"})
-    from raypipe.pipeline import Pipeline, print_summary, resume_hint
+def _docker_client(cfg: RunConfig) -> Any:
+    """The docker SDK client for ``backend: tao`` (None elsewhere, or when no engine answers)."""
+    if cfg.backend != "tao":
+        return None
+    from raypipe.backends.tao._docker import docker_client
 
-    print(f"\nrun dir: {rd}")
+    try:
+        return docker_client()
+    except Exception:  # a boundary: any failure to reach the engine is pre-flight's BLOCKER, not a crash
+        return None
+
+
+def _preflight(cfg: RunConfig, workspace: Path, rd: RunDir | None, docker: Any) -> Preflight:
+    from raypipe.preflight import build_preflight, measure_probe, ray_cluster_info, resolve_run_spec
+    from raypipe.workspace import WorkspaceError, load_workspace
+
+    probe = None
+    if cfg.preflight.probe:
+        try:
+            ws = load_workspace(workspace)
+        except WorkspaceError:
+            probe = None  # the workspace check reports the problem as a BLOCKER
+        else:
+            probe = measure_probe(cfg, ws, resolve_run_spec(cfg, ws.spec)[0])
+    return build_preflight(cfg, workspace, ray_info=ray_cluster_info(), resume_rd=rd.root if rd else None,
+                           docker_client=docker, probe=probe)
+
+
+def _approved(a: argparse.Namespace) -> bool:
+    if a.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("\nApproval needed: stdin is not a terminal. Re-run with --yes to approve the summary above.",
+              file=sys.stderr)
+        return False
+    try:
+        answer = input("\nApprove and run all three phases? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("Not approved; nothing was started.")
+    return False
+
+
+def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Preflight, summary: str, *,
+                     changed: bool, approved_by: str) -> tuple[RunDir, dict[str, Any]]:
+    """A new run dir (run spec, pipeline state) or the resumed one; then the config and the approval."""
+    from raypipe.preflight import resolve_run_spec
+
+    if rd is None:
+        rd = RunDir.create(ws.root)
+        run_spec = resolve_run_spec(cfg, ws.spec)[0]
+        atomic_write_text(rd.run_spec, dump_spec(run_spec))
+        pipeline_state.save(rd, pipeline_state.new_state())
+    else:
+        run_spec = load_spec(rd.run_spec)
+    resolved = {"workspace": str(ws.root), "run_dir": str(rd.root), "run_spec": str(rd.run_spec),
+                "backbone_substitution": pf.facts.get("backbone_substitution"), "config_digest": config_digest(cfg)}
+    atomic_write_text(rd.config_yaml, dump_config(cfg, resolved=resolved))
+    if changed or not rd.preflight_md.exists():
+        atomic_write_text(rd.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
+                                                     f" ({approved_by})\n")
+    return rd, run_spec
+
+
+def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]) -> int:
+    from raypipe.pipeline import Pipeline, print_summary
+
+    tracking = _start_tracking(cfg, rd)
+    print(f"\nrun dir: {rd.root}")
     status = "FAILED"
     try:
         outcome = Pipeline(rd, cfg, ws, run_spec, tracking=tracking).run()
@@ -244,11 +214,12 @@ def _run(a: argparse.Namespace, cfg: dict[str, Any], changed: bool, workspace: P
     except KeyboardInterrupt:
         status = "KILLED"
         pipeline_state.set_run_status(rd, "interrupted")
-        print(f"\nInterrupted. The run is resumable from disk:\n  {resume_hint(rd)}", file=sys.stderr)
-        return 130
+        print(f"\nInterrupted. The run is resumable from disk:\n  {resume_command(rd)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         pipeline_state.set_run_status(rd, "failed", error=f"{type(exc).__name__}: {exc}")
-        print(f"\nerror: {type(exc).__name__}: {exc}\nFix the cause, then resume:\n  {resume_hint(rd)}", file=sys.stderr)
+        print(f"\nerror: {type(exc).__name__}: {exc}\nFix the cause, then resume:\n  {resume_command(rd)}",
+              file=sys.stderr)
         raise
     finally:
         if tracking is not None:
@@ -258,20 +229,26 @@ def _run(a: argparse.Namespace, cfg: dict[str, Any], changed: bool, workspace: P
     print("\n" + print_summary(outcome))
     if outcome.status != "complete":
         print(f"\n{outcome.message}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
-def _run_spec(cfg: dict[str, Any], ws: Any) -> dict[str, Any]:
-    from raypipe.preflight import Preflight, _resolve_spec
+def _start_tracking(cfg: RunConfig, rd: RunDir) -> Any:
+    if not cfg.tracking.enabled:
+        return None
+    from raypipe import tracking as tr
 
-    return _resolve_spec(Preflight(), cfg, ws.spec)
+    uri = tr.resolve_tracking_uri(cfg.tracking.tracking_uri, Path.cwd())
+    tracking = tr.start_pipeline_run(uri, cfg.tracking.experiment_name, rd.root, _run_tags(cfg))
+    # The effective config, dotted, so runs compare side by side in `mlflow ui` (secrets are filtered).
+    tr.pipeline_logger(tracking).log_params({k: v for k, v in cfg.flat().items() if k != "workspace"})
+    return tracking
 
 
-def _run_tags(cfg: dict[str, Any]) -> dict[str, str]:
+def _run_tags(cfg: RunConfig) -> dict[str, str]:
     import subprocess
 
-    tags = {"raypipe.config_digest": config_digest(cfg), "raypipe.backend": cfg["backend"]}
+    tags = {"raypipe.config_digest": config_digest(cfg), "raypipe.backend": cfg.backend}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -61,7 +61,8 @@ def dump_spec(spec: dict[str, Any]) -> str:
     return yaml.safe_dump(spec, sort_keys=False, default_flow_style=None)
 
 
-def _parse(key: str) -> list[str | int]:
+def parse_dotted(key: str) -> list[str | int]:
+    """``train.classify.cls_weight[1]`` → ``["train", "classify", "cls_weight", 1]``; :class:`SpecError` if malformed."""
     parts: list[str | int] = []
     for seg in key.split("."):
         m = _SEGMENT.match(seg)
@@ -77,7 +78,7 @@ _MISSING = object()
 
 def get_dotted(spec: dict[str, Any], key: str, default: Any = _MISSING) -> Any:
     node: Any = spec
-    for part in _parse(key):
+    for part in parse_dotted(key):
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
@@ -96,7 +97,7 @@ _MISSING_SENTINEL = object()
 
 def set_dotted(spec: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` in place, creating intermediate mappings (list indices must exist)."""
-    parts = _parse(key)
+    parts = parse_dotted(key)
     node: Any = spec
     for part, nxt in zip(parts[:-1], parts[1:]):
         if isinstance(part, int):
@@ -141,3 +142,10 @@ def flatten(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[full] = value
     return out
+
+
+def load_training_spec(value: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A ``training_spec`` as deft_state.json records it: a spec path (TAO style) or an inline mapping."""
+    if isinstance(value, Mapping):
+        return copy.deepcopy(dict(value))
+    return load_spec(Path(value))

@@ -1,4 +1,4 @@
-"""``RD/trajectory.json`` and its console table (SPEC §8.3)."""
+"""``RD/trajectory.json`` and its console table: Phase 1 best → baseline → iter1..N → Phase 3 best."""
 
 from __future__ import annotations
 
@@ -6,43 +6,41 @@ from pathlib import Path
 from typing import Any
 
 from raypipe._io import atomic_write_json, read_json
+from raypipe.rundir import FINAL_AUTOML, RunDir, ordered_labels
 
 
 def build_trajectory(run_dir: Path) -> dict[str, Any]:
     """One row per step, from the files on disk: Phase 1 best → baseline → iter1..N → Phase 3 best."""
-    rd = Path(run_dir)
+    rd = RunDir(run_dir)
     rows: list[dict[str, Any]] = []
-    p1 = rd / "phase1_automl" / "best_rec.json"
+    p1 = rd.sweep("phase1").best_rec
     if p1.is_file():
         rec = read_json(p1)
         rows.append({"step": "phase1_best", "split": "validation", "far_pct": rec["best"]["score"],
                      "threshold": None, "training_rows": None, "checkpoint": rec["best"]["checkpoint_uri"]})
-    state_path = rd / "deft_state.json"
     delivered = None
-    if state_path.is_file():
-        state = read_json(state_path)
-        its = state.get("iterations", {})
-        labels = ["baseline"] + sorted((k for k in its if k.startswith("iter")), key=lambda k: int(k[4:])) + ["final_automl"]
-        for label in labels:
-            e = its.get(label)
-            if not e or e.get("status") != "complete" or not e.get("metric_result"):
+    if rd.deft_state.is_file():
+        its = read_json(rd.deft_state).get("iterations", {})
+        for label in ordered_labels(its):
+            e = its[label]
+            if e.get("status") != "complete" or not e.get("metric_result"):
                 continue
             diag = e["metric_result"].get("diagnostics") or _diagnostics(e["metric_result"].get("evidence_path"))
-            rows.append({"step": "phase3_best" if label == "final_automl" else label, "split": "kpi",
+            rows.append({"step": "phase3_best" if label == FINAL_AUTOML else label, "split": "kpi",
                          "far_pct": e["metric_result"]["value"], "threshold": e.get("threshold"),
                          "training_rows": _rows(e.get("training_rows_csv") or e.get("combined_training_csv")),
                          "auroc": diag.get("auroc"), "far_at_recall_95_pct": diag.get("far_at_recall_95_pct"),
                          "checkpoint": e.get("best_ckpt_path"), "label": label})
-        bm = rd / "best_model.json"
-        if bm.is_file():
-            delivered = read_json(bm).get("iteration")
+        if rd.best_model.is_file():
+            delivered = read_json(rd.best_model).get("iteration")
     for r in rows:
         r["delivered"] = delivered is not None and r.get("label") == delivered
     return {"rows": rows, "delivered": delivered}
 
 
 def _diagnostics(evidence_path: str | None) -> dict[str, Any]:
-    """deft_state keeps the SPEC's six metric keys; the diagnostics live in metric_result.json."""
+    """deft_state keeps six metric keys (name, value, unit, passed, constraints, evidence_path); the
+    diagnostics live in the metric_result.json the entry names."""
     if not evidence_path or not Path(evidence_path).is_file():
         return {}
     return read_json(evidence_path).get("diagnostics") or {}
@@ -57,7 +55,7 @@ def _rows(csv: str | None) -> int | None:
 
 def write_trajectory(run_dir: Path) -> dict[str, Any]:
     traj = build_trajectory(run_dir)
-    atomic_write_json(Path(run_dir) / "trajectory.json", traj)
+    atomic_write_json(RunDir(run_dir).trajectory, traj)
     return traj
 
 

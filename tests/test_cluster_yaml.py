@@ -1,4 +1,4 @@
-"""cluster.yaml and experiments/cluster.yaml (SPEC §11), checked offline.
+"""cluster.yaml and experiments/cluster.yaml, checked offline.
 
 ``cluster.yaml`` goes through Ray's own code path that ``ray up`` uses before touching a cloud:
 ``prepare_config`` (merges the AWS provider defaults; no network, no boto3) then
@@ -74,7 +74,7 @@ def test_experiments_cluster_yaml_uses_only_known_keys_and_shared_paths() -> Non
     unknown = sorted(set(flatten(cfg)) - set(defaults))
     assert unknown == [], f"keys not in raypipe/defaults.yaml (the config loader refuses them): {unknown}"
     merged = load_config(ROOT / "experiments" / "cluster.yaml")  # the loader `raypipe.run --config` uses
-    assert merged["automl"]["resources_per_trial"] == {"cpu": 8, "gpu": 1}
+    assert merged.automl.resources_per_trial.as_dict() == {"cpu": 8.0, "gpu": 1.0}
     assert cfg["ray_address"] == "auto"
     assert cfg["workspace"].startswith("/mnt/shared/") and cfg["storage_path"].startswith("/mnt/shared/")
     assert cfg["automl"]["resources_per_trial"]["gpu"] > 0 and cfg["phase2"]["resources"]["train"]["gpu"] >= 1

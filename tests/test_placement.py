@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 import ray
 
-from raypipe.placement import PLACEMENT_FILE, Placement, read_placements, record_placement
+from raypipe.placement import Placement, placement_path, read_placements, record_placement
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_outside_ray_records_process_facts_and_no_resources(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    lines = (rd / PLACEMENT_FILE).read_text().splitlines()
+    lines = placement_path(rd).read_text().splitlines()
     assert len(lines) == 2
     recs = read_placements(rd)
     assert recs[0] == out["first"]

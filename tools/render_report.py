@@ -103,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from raypipe._io import read_json
         from raypipe.deft.report import render_html
-        from raypipe.deft.state import STATE_FILE
+        from raypipe.rundir import RunDir
 
         html = out / "DEFT_Loop_Report.html"
-        html.write_text(render_html(a.run_dir, read_json(a.run_dir / STATE_FILE)), encoding="utf-8")
+        html.write_text(render_html(a.run_dir, read_json(RunDir(a.run_dir).deft_state)), encoding="utf-8")
     worst = 0
     for width in (int(w) for w in a.widths.split(",") if w.strip()):
         png = screenshot(binary, html, out / f"report_{width}.png", width, a.height)

@@ -1,14 +1,14 @@
-"""Phases 1 and 3: Bayesian sweeps on Ray Tune + Optuna (SPEC §5) — one sweep function for both.
+"""Phases 1 and 3: Bayesian sweeps on Ray Tune + Optuna — one sweep function for both.
 
 Example::
 
-    cfg = SweepConfig.from_config(merged_config, "phase1")
+    cfg = SweepConfig.from_config(run_config, "phase1")
     result = run_sweep(cfg, SweepInputs(base_spec=spec, train_csv=..., train_images_dir=...,
                                         val_csv=..., val_images_dir=...), rd / "phase1_automl", "phase1")
     result.best_rec_path, result.ranked[0]
 """
 
-from raypipe.automl._config import SweepConfig, SweepConfigError, SweepInputs, SweepResult
+from raypipe.automl._config import RankedTrial, SweepConfig, SweepConfigError, SweepInputs, SweepResult
 from raypipe.automl._outputs import (
     BUDGET_KEYS,
     BestRecError,
@@ -29,7 +29,7 @@ from raypipe.automl._sweep import (
 )
 
 __all__ = [
-    "BUDGET_KEYS", "BestRecError", "SearchParam", "SearchSpaceError", "SweepConfig", "SweepConfigError",
+    "BUDGET_KEYS", "BestRecError", "RankedTrial", "SearchParam", "SearchSpaceError", "SweepConfig", "SweepConfigError",
     "SweepError", "SweepFailedError", "SweepInputs", "SweepInterruptedError", "SweepResult", "TrialRecord",
     "best_rec_schema", "build_best_rec", "collapsed", "parse_search_space", "pinned_architecture",
     "rank_trials", "rec_specs", "run_sweep", "trial_spec_for", "validate_best_rec", "validate_search_space",

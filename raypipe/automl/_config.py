@@ -1,4 +1,4 @@
-"""Typed inputs and outputs of one sweep (SPEC §5): what to try, on what data, and what came out.
+"""Typed inputs and outputs of one sweep: what to try, on what data, and what came out.
 
 The config says *what to try* (algorithm, space, trials, metric); Ray placement is only the
 per-trial resource request, so the same sweep runs on a laptop and on a GPU cluster.
@@ -7,11 +7,11 @@ per-trial resource request, so the same sweep runs on a laptop and on a GPU clus
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from raypipe.config import AutoMLConfig, ConfigError, RunConfig, check_node
 from raypipe.spec import ARCHITECTURE_KEYS
 
 if TYPE_CHECKING:  # tracking is optional at import time: trials import it lazily
@@ -19,18 +19,20 @@ if TYPE_CHECKING:  # tracking is optional at import time: trials import it lazil
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("bayesian", "random", "asha", "grid")
-METRICS = ("far_pct", "val_loss")
 PHASES = ("phase1", "phase3")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ConfigError):
     """A sweep setting is invalid; the message names the config key."""
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One sweep's settings, from the merged config's ``automl`` section plus the phase section."""
+    """One sweep's settings: the run config's ``automl`` node plus the phase's trial count.
+
+    Built by :meth:`from_config` in the pipeline; constructing it directly (benchmarks, tests)
+    applies the same rules as the config loader (those of :class:`raypipe.config.AutoMLConfig`).
+    """
 
     algorithm: str = "bayesian"  # bayesian (Optuna TPE) | random | asha (TPE + ASHA on epochs) | grid
     metric: str = "far_pct"  # far_pct (validation FAR@100% recall) | val_loss (+ collapse guard, FAR re-scoring)
@@ -49,38 +51,14 @@ class SweepConfig:
     dropped_keys: tuple[str, ...] = ()  # swept keys removed by from_config (architecture keys in Phase 3)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise SweepConfigError(f"automl.algorithm: '{self.algorithm}' is not one of {list(ALGORITHMS)}")
-        if self.metric not in METRICS:
-            raise SweepConfigError(f"automl.metric: '{self.metric}' is not one of {list(METRICS)}")
-        if not isinstance(self.num_trials, int) or self.num_trials < 1:
+        if not isinstance(self.num_trials, int) or isinstance(self.num_trials, bool) or self.num_trials < 1:
             raise SweepConfigError(f"automl_max_recommendations: need an integer >= 1, got {self.num_trials!r}")
-        if not isinstance(self.max_concurrent_trials, int) or self.max_concurrent_trials < 1:
-            raise SweepConfigError(f"automl.max_concurrent_trials: need an integer >= 1, got "
-                                   f"{self.max_concurrent_trials!r}")
-        if self.n_startup_trials is not None and (not isinstance(self.n_startup_trials, int)
-                                                  or self.n_startup_trials < 0):
-            raise SweepConfigError(f"automl.n_startup_trials: need null or an integer >= 0, got "
-                                   f"{self.n_startup_trials!r}")
-        if self.noise_margin is not None and (not isinstance(self.noise_margin, (int, float))
-                                              or not math.isfinite(self.noise_margin) or self.noise_margin < 0):
-            raise SweepConfigError(f"automl.noise_margin: need null or a number >= 0, got {self.noise_margin!r}")
-        if not isinstance(self.max_failures, int) or self.max_failures < 0:
-            raise SweepConfigError(f"automl.max_failures: need an integer >= 0, got {self.max_failures!r}")
-        if not isinstance(self.val_loss_top_k, int) or self.val_loss_top_k < 1:
-            raise SweepConfigError(f"automl.val_loss_top_k: need an integer >= 1, got {self.val_loss_top_k!r}")
-        res = self.resources_per_trial
-        if not isinstance(res, Mapping) or set(res) - {"cpu", "gpu"}:
-            raise SweepConfigError(f"automl.resources_per_trial: expected {{cpu, gpu}}, got {res!r}")
-        cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
-        for name, val in (("cpu", cpu), ("gpu", gpu)):
-            if not isinstance(val, (int, float)) or isinstance(val, bool) or val < 0:
-                raise SweepConfigError(f"automl.resources_per_trial.{name}: need a number >= 0, got {val!r}")
-        if cpu <= 0 and gpu <= 0:
-            raise SweepConfigError("automl.resources_per_trial: a trial needs some cpu or gpu")
-        if gpu > 1 and gpu != int(gpu):
-            raise SweepConfigError(f"automl.resources_per_trial.gpu: fractions are for sharing one GPU; "
-                                   f"above 1 use a whole number, got {gpu}")
+        check_node(AutoMLConfig, {
+            "algorithm": self.algorithm, "metric": self.metric, "val_loss_top_k": self.val_loss_top_k,
+            "n_startup_trials": self.n_startup_trials, "noise_margin": self.noise_margin,
+            "max_failures": self.max_failures, "max_concurrent_trials": self.max_concurrent_trials,
+            "reuse_actors": self.reuse_actors, "resources_per_trial": {"gpu": 0, **self.resources_per_trial},
+            "search_space": dict(self.search_space)}, prefix="automl", source="SweepConfig", error=SweepConfigError)
 
     @property
     def startup_trials(self) -> int:
@@ -95,17 +73,16 @@ class SweepConfig:
                 "gpu": float(self.resources_per_trial.get("gpu", 0))}
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], phase: str) -> SweepConfig:
-        """From the merged run config: ``automl`` + ``<phase>`` + top-level seed/storage/spec_overrides.
+    def from_config(cls, cfg: RunConfig, phase: str) -> SweepConfig:
+        """From the run config: ``automl`` + ``<phase>`` + top-level seed/storage/spec_overrides.
 
         Phase 3 always warm-starts, so the architecture keys of the shared space (e.g. Phase 1's
         ``learnable_difference_modules``) are dropped there and pinned to the checkpoint instead.
         """
         if phase not in PHASES:
             raise SweepConfigError(f"phase must be one of {list(PHASES)}, got {phase!r}")
-        automl = dict(cfg.get("automl") or {})
-        section = dict(cfg.get(phase) or {})
-        space = dict(automl.get("search_space") or {})
+        automl = cfg.automl
+        space = dict(automl.search_space)
         dropped: tuple[str, ...] = ()
         if phase == "phase3":
             dropped = tuple(k for k in space if any(k == a or k.startswith(a + ".") or k.startswith(a + "[")
@@ -115,24 +92,13 @@ class SweepConfig:
             if dropped:
                 log.info("phase3: architecture keys %s pinned to the warm-start checkpoint (not swept)",
                          ", ".join(dropped))
-        kw: dict[str, Any] = {
-            "search_space": space,
-            "spec_overrides": dict(cfg.get("spec_overrides") or {}),
-            "dropped_keys": dropped,
-        }
-        if "automl_max_recommendations" in section:
-            kw["num_trials"] = section["automl_max_recommendations"]
-        if cfg.get("seed") is not None:
-            kw["seed"] = int(cfg["seed"])
-        if cfg.get("storage_path"):
-            kw["storage_path"] = str(cfg["storage_path"])
-        for key in ("algorithm", "metric", "max_concurrent_trials", "n_startup_trials", "noise_margin",
-                    "max_failures", "resources_per_trial", "reuse_actors", "val_loss_top_k"):
-            if key in automl:
-                kw[key] = automl[key]
-        if "resources_per_trial" in kw:
-            kw["resources_per_trial"] = dict(kw["resources_per_trial"])
-        return cls(**kw)
+        trials = cfg.phase1.automl_max_recommendations if phase == "phase1" else cfg.phase3.automl_max_recommendations
+        return cls(algorithm=automl.algorithm, metric=automl.metric, num_trials=trials,
+                   max_concurrent_trials=automl.max_concurrent_trials, n_startup_trials=automl.n_startup_trials,
+                   noise_margin=automl.noise_margin, max_failures=automl.max_failures,
+                   resources_per_trial=automl.resources_per_trial.as_dict(), search_space=space,
+                   spec_overrides=dict(cfg.spec_overrides), seed=cfg.seed, reuse_actors=automl.reuse_actors,
+                   val_loss_top_k=automl.val_loss_top_k, storage_path=cfg.storage_path, dropped_keys=dropped)
 
 
 @dataclass
@@ -152,6 +118,21 @@ class SweepInputs:
     run_dir: Path | None = None  # the pipeline's run dir: trials record where they ran in RD/placement.jsonl
 
 
+@dataclass(frozen=True)
+class RankedTrial:
+    """One usable trial of a finished sweep, in the ranking order."""
+
+    trial_id: str
+    score: float  # the sweep's objective (``SweepConfig.metric``) at the trial's kept checkpoint
+    checkpoint: Path | None  # a readable local .pth; None when it stayed in remote storage only
+    pred_counts: dict[str, int]  # validation predictions at argmax: {"PASS": n, "NO_PASS": m}
+
+    @property
+    def collapsed(self) -> bool:
+        """Predictions cover at most one class (a model that always answers the same)."""
+        return bool(self.pred_counts) and sum(1 for v in self.pred_counts.values() if v > 0) < 2
+
+
 @dataclass
 class SweepResult:
     """What a sweep produced. ``ranked`` is best first: the Phase 1→2 handoff falls back along it."""
@@ -162,7 +143,7 @@ class SweepResult:
     best_checkpoint: Path  # a readable local .pth (downloaded when storage is remote)
     best_score: float
     best_trial_id: str
-    ranked: list[tuple[str, float, Path | None, dict[str, int]]]  # (trial_id, score, checkpoint, pred_counts)
+    ranked: list[RankedTrial]
     baseline_eval: dict[str, Any] | None
     noise_guard: dict[str, Any] | None
     failed: list[dict[str, Any]]  # {trial_id, params, error}

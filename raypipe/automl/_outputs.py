@@ -1,4 +1,4 @@
-"""The sweep's files: ``best_rec.json`` exactly as SPEC §5 and ``trials.csv``, written atomically."""
+"""The sweep's files: ``best_rec.json`` in TAO AutoML's format and ``trials.csv``, written atomically."""
 
 from __future__ import annotations
 
@@ -17,10 +17,8 @@ from raypipe.spec import get_dotted, has_dotted, nest_dotted
 if TYPE_CHECKING:
     import pandas as pd
 
-BEST_REC = "best_rec.json"
-TRIALS_CSV = "trials.csv"
 SCHEMA_VERSION = 1
-# SPEC §5: these move from `specs` to `observed_budget` (TAO AutoML's budget keys).
+# TAO AutoML's budget keys: they move from `specs` to `observed_budget`.
 BUDGET_KEYS = ("num_epochs", "train.num_epochs", "train.max_epochs", "epochs")
 TRIALS_COLUMNS = ("trial_id", "status", "params", "metric", "checkpoint", "error", "metric_name", "val_far",
                   "val_loss", "pred_counts", "checkpoint_epoch", "checkpoint_step", "epochs_run", "compute_s",
@@ -28,7 +26,7 @@ TRIALS_COLUMNS = ("trial_id", "status", "params", "metric", "checkpoint", "error
 
 
 class BestRecError(ValueError):
-    """A best_rec document does not follow SPEC §5."""
+    """A best_rec document does not follow TAO AutoML's ``best_rec.json`` schema."""
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +44,8 @@ def validate_best_rec(doc: Mapping[str, Any]) -> None:
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
-        raise BestRecError("best_rec.json violates SPEC §5:\n  " + "\n  ".join(lines))
+        raise BestRecError("best_rec.json violates its schema (raypipe/schemas/best_rec.schema.json):\n  "
+                           + "\n  ".join(lines))
 
 
 def rec_specs(trial_spec: Mapping[str, Any], params: Mapping[str, Any],
@@ -54,7 +53,7 @@ def rec_specs(trial_spec: Mapping[str, Any], params: Mapping[str, Any],
     """A trial's recommendation as a nested spec: its swept HPs and the pinned overrides, minus budget keys.
 
     A list-index key (``cls_weight[1]``) carries the whole list as the trial trained with it, so a
-    deep merge onto the baseline spec (SPEC §7.1) reproduces the trial's spec exactly.
+    deep merge onto the baseline spec (the Phase 1 → 2 handoff) reproduces the trial's spec exactly.
     """
     flat: dict[str, Any] = {}
     for key in list(spec_overrides) + list(params):

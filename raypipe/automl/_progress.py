@@ -7,16 +7,22 @@
   fail the same way — and let the driver report that cause.
 
 These objects are pickled into Tune's experiment state (``tuner.pkl``) and come back on restore,
-so they hold no open handles until ``setup``.
+so they hold no open handles until ``setup``. Tune's public restore (``Tuner.restore``) brings back
+the *pickled* callbacks and stopper, and offers no way to pass new ones; so the run config holds a
+:class:`SweepCallbacks` relay and a :class:`StopWhenAllFail` that look up this process's live
+objects by the experiment's path (:func:`live_sweep`) and fall back to their pickled copies only
+where this process registered none (e.g. under Ray Client, where the tuner runs elsewhere).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sys
 import time
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TextIO
 
 from ray import tune
 
@@ -140,7 +146,7 @@ class SweepProgress(tune.Callback):
 def _last_error(trial: Any) -> str:
     try:
         text = trial.get_error() or ""
-    except Exception:  # noqa: BLE001 - display only
+    except Exception:  # a boundary: the display never fails over an unreadable error file
         return "error unavailable"
     return root_cause(text)
 
@@ -175,7 +181,7 @@ class FailureWatch(tune.Callback):
         text = ""
         try:
             text = trial.get_error() or ""
-        except Exception:  # the error file may not be readable (remote storage hiccup)
+        except Exception:  # a boundary: the error file may not be readable (remote storage hiccup)
             text = ""
         self.failed.append(error_signature(text))
 
@@ -186,12 +192,61 @@ class FailureWatch(tune.Callback):
                 and len(set(self.failed)) == 1)
 
 
+@dataclass
+class _Live:
+    callbacks: list[Any]
+    watch: FailureWatch
+
+
+_LIVE: dict[str, _Live] = {}
+
+
+@contextlib.contextmanager
+def live_sweep(key: str, callbacks: list[Any], watch: FailureWatch) -> Iterator[None]:
+    """While ``fit`` runs: this process's callbacks and failure watch are the ones of experiment ``key``."""
+    _LIVE[key] = _Live(list(callbacks), watch)
+    try:
+        yield
+    finally:
+        _LIVE.pop(key, None)
+
+
+@dataclass(eq=False)
+class SweepCallbacks(tune.Callback):
+    """One stable, picklable callback that forwards every Tune hook to the sweep's live callbacks."""
+
+    key: str  # the experiment's path: the same when the sweep is restored
+    callbacks: list[Any] = field(default_factory=list)  # pickled copies: used when nothing is live here
+
+    def targets(self) -> list[Any]:
+        live = _LIVE.get(self.key)
+        return live.callbacks if live is not None else self.callbacks
+
+
+def _forward(name: str) -> Callable[..., None]:
+    def hook(self: SweepCallbacks, **info: Any) -> None:
+        for callback in self.targets():
+            getattr(callback, name)(**info)
+
+    hook.__name__ = name
+    return hook
+
+
+# Every hook of tune.Callback (``setup`` and ``on_*``), forwarded by name: Tune calls them by keyword.
+for _name in [n for n in vars(tune.Callback) if n == "setup" or n.startswith("on_")]:
+    setattr(SweepCallbacks, _name, _forward(_name))
+
+
 class StopWhenAllFail(tune.Stopper):
-    def __init__(self, watch: FailureWatch) -> None:
-        self.watch = watch
+    """Stops launching trials once the live :class:`FailureWatch` of the experiment sees a shared failure."""
+
+    def __init__(self, key: str, watch: FailureWatch) -> None:
+        self.key = key
+        self.watch = watch  # the pickled copy: used when nothing is live in this process
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.watch.all_failing
+        live = _LIVE.get(self.key)
+        return (live.watch if live is not None else self.watch).all_failing

@@ -1,4 +1,4 @@
-"""Picking the winner of a sweep (SPEC §5 metric policy), as pure functions over trial records.
+"""Picking the winner of a sweep (the metric policy), as pure functions over trial records.
 
 - ``far_pct`` (default): rank complete trials by validation FAR at their kept checkpoint, ties by
   val_loss. Collapsed trials stay ranked (FAR@100% recall is threshold-based, so an argmax

@@ -1,4 +1,4 @@
-"""Search spaces in TAO dotted keys (SPEC §5): parsing, validation, Tune domains, the centre point.
+"""Search spaces in TAO dotted keys: parsing, validation, Tune domains, the centre point.
 
 A space is ``{dotted_key: {valid_min, valid_max, [log], [type]} | {valid_options: [...]}}`` — the
 format of TAO AutoML's parameter tables — so a TAO user's space works unchanged. Everything here
@@ -41,8 +41,15 @@ class SearchParam:
             return value if value in self.options else None
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             return None
-        v = min(max(value, self.low), self.high)  # type: ignore[type-var]
+        low, high = self.bounds()
+        v = min(max(value, low), high)
         return int(round(v)) if self.kind == "int" else float(v)
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric parameter (ints for ``kind == "int"``)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"search space '{self.key}': a {self.kind} parameter has no bounds")
+        return self.low, self.high
 
 
 def _is_number(x: Any) -> bool:
@@ -163,10 +170,12 @@ def tune_param_space(params: list[SearchParam]) -> dict[str, Any]:
         if p.kind == "choice":
             space[p.key] = tune.choice(list(p.options))
         elif p.kind == "int":
+            low, high = p.bounds()
             # Tune's integer upper bound is exclusive; TAO's valid_max is inclusive.
-            space[p.key] = (tune.lograndint if p.log else tune.randint)(p.low, p.high + 1)  # type: ignore[operator]
+            space[p.key] = (tune.lograndint if p.log else tune.randint)(int(low), int(high) + 1)
         else:
-            space[p.key] = (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
+            low, high = p.bounds()
+            space[p.key] = (tune.loguniform if p.log else tune.uniform)(low, high)
     return space
 
 
@@ -174,9 +183,10 @@ def grid_values(p: SearchParam) -> list[Any]:
     """Grid points of one parameter: its options, small int ranges in full, else the two ends."""
     if p.kind == "choice":
         return list(p.options)
-    if p.kind == "int" and p.high - p.low <= 8:  # type: ignore[operator]
-        return list(range(p.low, p.high + 1))  # type: ignore[arg-type]
-    return [p.low, p.high] if p.low != p.high else [p.low]
+    low, high = p.bounds()
+    if p.kind == "int" and high - low <= 8:
+        return list(range(int(low), int(high) + 1))
+    return [low, high] if low != high else [low]
 
 
 def grid_param_space(params: list[SearchParam]) -> tuple[dict[str, Any], int]:

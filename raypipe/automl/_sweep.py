@@ -1,9 +1,10 @@
-"""``run_sweep``: one Ray Tune + Optuna experiment, used by Phase 1 and Phase 3 (SPEC §5).
+"""``run_sweep``: one Ray Tune + Optuna experiment, used by Phase 1 and Phase 3.
 
 Order of work: validate everything that can be checked without Ray (space, files, warm-start
-architecture) → baseline eval of the starting checkpoint → the Tune experiment (restored when the
-same sweep already has state in its storage) → trial records read back from disk → ranking with the
-metric policy → noise guard → ``trials.csv`` and ``best_rec.json``.
+architecture) → claim the storage (a restore of a different sweep is refused) → baseline eval of
+the starting checkpoint → the Tune experiment (restored when the same sweep already has state in
+its storage) → trial records read back from disk → ranking with the metric policy → noise guard →
+``trials.csv`` and ``best_rec.json``. Only Ray Tune's and Optuna's public APIs are used.
 """
 
 from __future__ import annotations
@@ -14,20 +15,14 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from raypipe._io import atomic_write_json, read_json
 from raypipe.automl._baseline import baseline_eval
-from raypipe.automl._config import SweepConfig, SweepInputs, SweepResult
-from raypipe.automl._outputs import (
-    BEST_REC,
-    TRIALS_CSV,
-    build_best_rec,
-    rec_specs,
-    write_best_rec,
-    write_trials_csv,
-)
+from raypipe.automl._config import RankedTrial, SweepConfig, SweepInputs, SweepResult
+from raypipe.automl._outputs import build_best_rec, rec_specs, write_best_rec, write_trials_csv
 from raypipe.automl._ranking import TrialRecord, needs_rerun, pick_score, rank_trials
 from raypipe.automl._space import (
     SearchParam,
@@ -40,6 +35,7 @@ from raypipe.automl._space import (
 )
 from raypipe.automl._trainable import META_FILE, TrialJob, build_trial_spec, sweep_trial
 from raypipe.backends.base import parse_checkpoint_name
+from raypipe.rundir import SweepDir
 from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, has_dotted
 
 if TYPE_CHECKING:
@@ -47,8 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-SUMMARY_FILE = "sweep_summary.json"
 _TERMINATED, _ERROR = "TERMINATED", "ERROR"
 
 
@@ -89,8 +83,8 @@ def pinned_architecture(inputs: SweepInputs) -> dict[str, Any] | None:
     try:
         from raypipe.backends.builtin import CheckpointError, read_checkpoint_architecture
     except ImportError:  # builtin backend unavailable (no torch): pin from the spec
-        read_checkpoint_architecture, CheckpointError = None, ValueError  # type: ignore[assignment]
-    if read_checkpoint_architecture is not None:
+        pass
+    else:
         try:
             return dict(read_checkpoint_architecture(Path(inputs.init_ckpt)))
         except CheckpointError as exc:
@@ -150,8 +144,14 @@ def _quiet_ray() -> Iterator[None]:
 
 
 def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, Any]], num_epochs: int,
-            ) -> tuple[dict[str, Any], Any, Any, int]:
-    """(param_space, search_alg, scheduler, num_samples) for the configured algorithm."""
+            sampler_log: Path) -> tuple[dict[str, Any], Any, Any, int]:
+    """(param_space, search_alg, scheduler, num_samples) for the configured algorithm.
+
+    The sampler writes every result it learns from to ``sampler_log`` (:class:`RecordingSampler`).
+    The study itself stays in memory: Tune snapshots it with the searcher and a restored sweep
+    resumes from that snapshot — a persistent Optuna storage would run ahead of the snapshot and
+    refuse the re-run of a trial that finished after it.
+    """
     from ray.tune.schedulers import ASHAScheduler
 
     if cfg.algorithm == "grid":
@@ -160,13 +160,15 @@ def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, 
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from raypipe.automl._sampler import RecordingSampler
+
     if cfg.algorithm == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials)
     # A Tune param_space (not a define-by-run function): OptunaSearch ignores points_to_evaluate
     # with define-by-run spaces (ray#35319), and Phase 3's first trial must be Phase 1's winner.
-    searcher = OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
+    searcher = OptunaSearch(sampler=RecordingSampler(sampler, sampler_log), points_to_evaluate=points or None)
     scheduler = None
     if cfg.algorithm == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, num_epochs), grace_period=1, reduction_factor=2)
@@ -178,17 +180,14 @@ def _run_tune(*, trainable: Any, exp_path: str, storage: str, name: str, cfg: Sw
               callbacks: Sequence[Any], watch: FailureWatch) -> None:
     from ray import tune
 
-    from raypipe.automl._progress import StopWhenAllFail
+    from raypipe.automl._progress import StopWhenAllFail, SweepCallbacks, live_sweep
 
-    callbacks = list(callbacks) + [watch]
+    live = [*callbacks, watch]
     if tune.Tuner.can_restore(exp_path):
         log.info("%s: restoring the sweep from %s (finished trials are not rerun)", name, exp_path)
+        # The restored run config brings back its pickled callbacks and stopper; they relay to the
+        # live ones registered below, so this process's display and failure watch observe the run.
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_errored=True)
-        # Tuner.restore brings back the run config pickled at the first start, callbacks included;
-        # this process's display and failure watch must be the ones that observe the resumed run.
-        run_config = tuner._local_tuner.get_run_config()
-        run_config.callbacks = callbacks
-        run_config.stop = StopWhenAllFail(watch)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -197,13 +196,13 @@ def _run_tune(*, trainable: Any, exp_path: str, storage: str, name: str, cfg: Sw
                                         num_samples=num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
                                         reuse_actors=cfg.reuse_actors, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=callbacks, stop=StopWhenAllFail(watch),
-                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                name=name, storage_path=storage, verbose=0, callbacks=[SweepCallbacks(exp_path, live)],
+                stop=StopWhenAllFail(exp_path, watch), failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 # The trainable reports a checkpoint only when the trial's best improves, so the
                 # latest checkpoint is the best one: keep exactly that.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-    with _quiet_ray():
+    with _quiet_ray(), live_sweep(exp_path, live, watch):
         tuner.fit()
 
 
@@ -225,7 +224,7 @@ def _error_text(trial: Any) -> str:
 
     try:
         text = trial.get_error() or ""
-    except Exception as exc:  # noqa: BLE001 - an unreadable error file must not hide the others
+    except Exception as exc:  # a boundary: one unreadable error file must not hide the others
         return f"(error file unreadable: {exc})"
     return root_cause(text)
 
@@ -234,7 +233,7 @@ def _read_meta(ckpt: Any) -> dict[str, Any] | None:
     try:
         with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{META_FILE}") as fh:
             return json.loads(fh.readall().decode("utf-8"))
-    except Exception:  # noqa: BLE001 - a checkpoint without metadata is reported, not fatal
+    except (OSError, ValueError):  # no or broken metadata: the trial is reported without a checkpoint
         return None
 
 
@@ -323,6 +322,37 @@ def _local_checkpoint(ckpt: Any, rec: TrialRecord, dest: Path) -> Path:
 
 
 # -- the sweep ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """What a sweep will try, decided before Ray is touched."""
+
+    name: str
+    params: list[SearchParam]
+    points: list[dict[str, Any]]  # points_to_evaluate: the centre (Phase 1's winner) first, when given
+    pinned_arch: dict[str, Any] | None
+    job_for: Callable[[int, str], TrialJob]  # (seed, sweep name) → the trials' job
+    planned_epochs: int
+
+    @property
+    def param_keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.params)
+
+
+@dataclass(frozen=True)
+class _Storage:
+    storage: str  # where Tune keeps experiments (the sweep dir, or below storage_path)
+    exp_path: str  # storage/<name>: the experiment
+
+
+@dataclass
+class _Ranking:
+    ranked: list[TrialRecord]
+    records: list[TrialRecord]
+    ckpts: dict[str, Any]  # trial id → Tune checkpoint
+    noise: dict[str, Any] | None = None
+    extra_rows: tuple[TrialRecord, ...] = ()  # the noise guard's re-run, reported beside the trials
+
+
 def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str, *,
               callbacks: Sequence[Any] = ()) -> SweepResult:
     """Run (or resume) one AutoML sweep and write ``trials.csv`` and ``best_rec.json`` in ``sweep_dir``.
@@ -331,9 +361,19 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
     Raises :class:`SearchSpaceError` before Ray starts for a bad space, :class:`SweepFailedError`
     when every trial failed, :class:`SweepInterruptedError` when stopped early (re-run to resume).
     """
-    sweep_dir = Path(sweep_dir).absolute()
+    out = SweepDir(Path(sweep_dir).absolute(), name)
+    plan = _plan(cfg, inputs, name)  # 1. everything checkable without Ray: a typo fails in seconds
+    where = _claim_storage(cfg, inputs, out, plan)  # 2. same storage + different sweep = refused
+    baseline = _baseline(cfg, inputs, out, plan)  # 3. where a warm-started sweep starts from
+    expected = _experiment(cfg, out, plan, where, callbacks)  # 4. the Tune experiment
+    ranking = _rank(cfg, out, plan, where, expected)  # 5. read back from disk, complete?, ranked
+    _noise_guard(cfg, ranking, plan, where, callbacks)  # 6. a big win can be a lucky seed
+    _close_trial_runs(inputs.tracking, name, ranking.records)
+    return _write_outputs(cfg, out, plan, where, ranking, baseline)  # 7. files
+
+
+def _plan(cfg: SweepConfig, inputs: SweepInputs, name: str) -> _Plan:
     base_spec = inputs.base_spec
-    # 1. Everything checkable without Ray, so a typo fails in seconds with the key named.
     if not cfg.search_space:
         raise SearchSpaceError("automl.search_space is empty: nothing to sweep")
     validate_search_space(cfg.search_space, base_spec, pinned_arch=None, pinned=cfg.spec_overrides)
@@ -341,140 +381,163 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
     pinned_arch = pinned_architecture(inputs)
     validate_search_space(cfg.search_space, base_spec, pinned_arch=pinned_arch, pinned=cfg.spec_overrides)
     params = parse_search_space(cfg.search_space, base_spec)
-    param_keys = tuple(p.key for p in params)
     points = [centre_point(params, inputs.centre, base_spec)] if inputs.centre else []
     if points and cfg.algorithm == "grid":
         log.warning("%s: grid search ignores the centre point", name)
 
     def job_for(seed: int, sweep_name: str) -> TrialJob:
         return TrialJob(
-            base_spec=base_spec, spec_overrides=dict(cfg.spec_overrides), param_keys=param_keys,
+            base_spec=base_spec, spec_overrides=dict(cfg.spec_overrides), param_keys=tuple(p.key for p in params),
             pinned_arch=pinned_arch, init_ckpt=str(Path(inputs.init_ckpt).resolve()) if inputs.init_ckpt else None,
-            train_csv=str(Path(inputs.train_csv).resolve()), train_images_dir=str(Path(inputs.train_images_dir).resolve()),
+            train_csv=str(Path(inputs.train_csv).resolve()),
+            train_images_dir=str(Path(inputs.train_images_dir).resolve()),
             val_csv=str(Path(inputs.val_csv).resolve()), val_images_dir=str(Path(inputs.val_images_dir).resolve()),
             backend=inputs.backend, backend_options=dict(inputs.backend_options), seed=seed, metric=cfg.metric,
             sweep_name=sweep_name, tracking=inputs.tracking,
             run_dir=str(Path(inputs.run_dir).resolve()) if inputs.run_dir else None)
 
-    from raypipe.automl._progress import FailureWatch, SweepProgress  # imports ray: after validation
+    reference_spec = build_trial_spec(job_for(cfg.seed, name), {})
+    return _Plan(name, params, points, pinned_arch, job_for,
+                 planned_epochs=int(get_dotted(reference_spec, "train.num_epochs", 1) or 1))
 
-    job = job_for(cfg.seed, name)
-    reference_spec = build_trial_spec(job, {})
-    planned_epochs = int(get_dotted(reference_spec, "train.num_epochs", 1) or 1)
 
-    # 2. Same storage + different sweep = refuse, rather than silently mixing two experiments.
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    storage = _storage(cfg, sweep_dir)
-    exp_path = f"{storage.rstrip('/')}/{name}"
-    fingerprint = _fingerprint(cfg, inputs)
-    sweep_file = sweep_dir / f"{name}.{SWEEP_FILE}"
+def _claim_storage(cfg: SweepConfig, inputs: SweepInputs, out: SweepDir, plan: _Plan) -> _Storage:
+    """Record what this sweep is (``<name>.sweep.json``); refuse to restore an experiment of another one."""
     from ray import tune
 
-    if tune.Tuner.can_restore(exp_path) and sweep_file.is_file():
-        previous = read_json(sweep_file).get("fingerprint")
-        if previous != fingerprint:
-            raise SweepError(f"{exp_path} holds a different sweep (its config or inputs changed); "
-                             f"delete it or use another run dir to start a new sweep")
-    atomic_write_json(sweep_file, {"name": name, "experiment_path": exp_path, "fingerprint": fingerprint,
-                                   "algorithm": cfg.algorithm, "metric": cfg.metric, "num_trials": cfg.num_trials,
-                                   "search_space": cfg.search_space, "spec_overrides": cfg.spec_overrides,
-                                   "pinned_architecture": pinned_arch, "centre_point": points[0] if points else None,
-                                   "init_ckpt": job.init_ckpt, "dropped_keys": list(cfg.dropped_keys)})
+    out.path.mkdir(parents=True, exist_ok=True)
+    storage = _storage(cfg, out.path)
+    exp_path = f"{storage.rstrip('/')}/{plan.name}"
+    fingerprint = _fingerprint(cfg, inputs)
+    restoring = tune.Tuner.can_restore(exp_path)
+    if restoring and out.sweep_json.is_file() and read_json(out.sweep_json).get("fingerprint") != fingerprint:
+        raise SweepError(f"{exp_path} holds a different sweep (its config or inputs changed); "
+                         f"delete it or use another run dir to start a new sweep")
+    if not restoring:  # a fresh study: what an attempt that never got as far as Tune's state learned is no history
+        out.sampler_log.unlink(missing_ok=True)
+    atomic_write_json(out.sweep_json, {
+        "name": plan.name, "experiment_path": exp_path, "fingerprint": fingerprint, "algorithm": cfg.algorithm,
+        "metric": cfg.metric, "num_trials": cfg.num_trials, "search_space": cfg.search_space,
+        "spec_overrides": cfg.spec_overrides, "pinned_architecture": plan.pinned_arch,
+        "centre_point": plan.points[0] if plan.points else None,
+        "init_ckpt": str(Path(inputs.init_ckpt).resolve()) if inputs.init_ckpt else None,
+        "dropped_keys": list(cfg.dropped_keys)})
+    return _Storage(storage, exp_path)
 
-    # 3. Baseline: where a warm-started sweep starts from, on the same validation set.
-    baseline: dict[str, Any] | None = None
-    if inputs.init_ckpt is not None:
-        baseline = baseline_eval(reference_spec, Path(inputs.init_ckpt), Path(inputs.val_csv),
-                                 Path(inputs.val_images_dir), sweep_dir, inputs.backend,
-                                 dict(inputs.backend_options), cfg.resources)
-        print(f"[{name}] baseline (warm-start checkpoint) on validation: FAR {baseline['far_pct']:.2f}% "
-              f"pred {baseline['pred_counts']}", flush=True)
 
-    # 4. The experiment.
+def _baseline(cfg: SweepConfig, inputs: SweepInputs, out: SweepDir, plan: _Plan) -> dict[str, Any] | None:
+    """The warm-start checkpoint scored on the validation set, before any trial (None without one)."""
+    if inputs.init_ckpt is None:
+        return None
+    reference_spec = build_trial_spec(plan.job_for(cfg.seed, plan.name), {})
+    baseline = baseline_eval(reference_spec, Path(inputs.init_ckpt), Path(inputs.val_csv),
+                             Path(inputs.val_images_dir), out, inputs.backend, dict(inputs.backend_options),
+                             cfg.resources)
+    print(f"[{plan.name}] baseline (warm-start checkpoint) on validation: FAR {baseline['far_pct']:.2f}% "
+          f"pred {baseline['pred_counts']}", flush=True)
+    return baseline
+
+
+def _experiment(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, callbacks: Sequence[Any]) -> int:
+    """Run (or restore) the Tune experiment; returns the number of trials it plans."""
+    from raypipe.automl._progress import FailureWatch, SweepProgress  # imports ray: after validation
+
     with _quiet_ray():  # Optuna announces every study it creates
-        param_space, search_alg, scheduler, num_samples = _search(cfg, params, points, planned_epochs)
-    expected = num_samples if cfg.algorithm != "grid" else grid_param_space(params)[1]
-    trainable = _trainable(job, cfg)
+        param_space, search_alg, scheduler, num_samples = _search(cfg, plan.params, plan.points, plan.planned_epochs,
+                                                                  out.sampler_log)
+    expected = num_samples if cfg.algorithm != "grid" else grid_param_space(plan.params)[1]
     watch = FailureWatch(threshold=min(expected, max(2, cfg.max_concurrent_trials)))
-    progress = SweepProgress(name, param_keys, cfg.metric, expected)
-    _run_tune(trainable=trainable, exp_path=exp_path, storage=storage, name=name, cfg=cfg,
-              param_space=param_space, search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-              callbacks=[progress, *callbacks], watch=watch)
+    progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected)
+    _run_tune(trainable=_trainable(plan.job_for(cfg.seed, plan.name), cfg), exp_path=where.exp_path,
+              storage=where.storage, name=plan.name, cfg=cfg, param_space=param_space, search_alg=search_alg,
+              scheduler=scheduler, num_samples=num_samples, callbacks=[progress, *callbacks], watch=watch)
+    return expected
 
-    # 5. Read back, check completeness, rank.
-    records, ckpts, created = read_records(exp_path, param_keys, planned_epochs, cfg.algorithm == "asha")
+
+def _rank(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, expected: int) -> _Ranking:
+    """Trial records from the experiment's files, checked for completeness, ranked by the metric policy."""
+    records, ckpts, created = read_records(where.exp_path, plan.param_keys, plan.planned_epochs,
+                                           cfg.algorithm == "asha")
     if not any(r.status == "complete" for r in records) and any(r.status == "failed" for r in records):
-        write_trials_csv(sweep_dir / TRIALS_CSV, records, cfg.metric)  # the evidence, before the error
-        raise SweepFailedError(f"{name}: " + _failure_summary(records, expected))
+        write_trials_csv(out.trials_csv, records, cfg.metric)  # the evidence, before the error
+        raise SweepFailedError(f"{plan.name}: " + _failure_summary(records, expected))
     unfinished = [r for r in records if r.status in ("not_run", "interrupted")]
     if unfinished or created < expected:
         done = sum(1 for r in records if r.status in ("complete", "failed", "stopped"))
-        raise SweepInterruptedError(f"{name}: sweep interrupted with {done}/{expected} trials finished; run it "
-                                    f"again with the same config to resume from {exp_path}")
+        raise SweepInterruptedError(f"{plan.name}: sweep interrupted with {done}/{expected} trials finished; run it "
+                                    f"again with the same config to resume from {where.exp_path}")
     ranked, records = rank_trials(records, cfg.metric, cfg.val_loss_top_k)
     if not ranked:
-        write_trials_csv(sweep_dir / TRIALS_CSV, records, cfg.metric)
-        raise SweepFailedError(f"{name}: no usable trial: " + "; ".join(
+        write_trials_csv(out.trials_csv, records, cfg.metric)
+        raise SweepFailedError(f"{plan.name}: no usable trial: " + "; ".join(
             f"{r.trial_id} {r.status} {r.error or r.note}" for r in records))
+    return _Ranking(ranked, records, ckpts)
 
-    # 6. Noise guard: a big win can be a lucky seed; re-train it once before believing it.
-    noise: dict[str, Any] | None = None
-    extra_rows: list[TrialRecord] = []
-    rerun, gap = needs_rerun(ranked, cfg.noise_margin)
-    if gap is not None:
-        winner, runner = ranked[0], ranked[1]
-        noise = {"triggered": rerun, "noise_margin": cfg.noise_margin, "relative_gap": gap,
-                 "compared_metric": "val_far", "winner_trial_id": winner.trial_id,
-                 "winner_score": pick_score(winner), "runner_up_trial_id": runner.trial_id,
-                 "runner_up_score": pick_score(runner)}
-    if rerun and noise is not None:
-        ranked, records, rr = _noise_guard_rerun(cfg, ranked, records, job_for, exp_path=f"{storage}/{name}_noise_guard",
-                                                 storage=storage, name=f"{name}_noise_guard", params=params,
-                                                 planned_epochs=planned_epochs, callbacks=callbacks, ckpts=ckpts,
-                                                 noise=noise)
-        if rr is not None:
-            extra_rows.append(rr)
 
-    _close_trial_runs(inputs.tracking, name, records)
+def _noise_guard(cfg: SweepConfig, ranking: _Ranking, plan: _Plan, where: _Storage,
+                 callbacks: Sequence[Any]) -> None:
+    """Winner beats the runner-up by more than ``noise_margin``: re-train it once before believing it."""
+    rerun, gap = needs_rerun(ranking.ranked, cfg.noise_margin)
+    if gap is None:
+        return
+    winner, runner = ranking.ranked[0], ranking.ranked[1]
+    ranking.noise = {"triggered": rerun, "noise_margin": cfg.noise_margin, "relative_gap": gap,
+                     "compared_metric": "val_far", "winner_trial_id": winner.trial_id,
+                     "winner_score": pick_score(winner), "runner_up_trial_id": runner.trial_id,
+                     "runner_up_score": pick_score(runner)}
+    if not rerun:
+        return
+    name = f"{plan.name}_noise_guard"
+    ranking.ranked, ranking.records, rr = _noise_guard_rerun(
+        cfg, ranking.ranked, ranking.records, plan.job_for, exp_path=f"{where.storage}/{name}", storage=where.storage,
+        name=name, params=plan.params, planned_epochs=plan.planned_epochs, callbacks=callbacks, ckpts=ranking.ckpts,
+        noise=ranking.noise)
+    if rr is not None:
+        ranking.extra_rows = (rr,)
+
+
+def _write_outputs(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, ranking: _Ranking,
+                   baseline: dict[str, Any] | None) -> SweepResult:
+    """``best_rec.json``, ``trials.csv``, the summary, and the result (with local checkpoints)."""
+    ranked, records = ranking.ranked, ranking.records
     best = ranked[0]
-    best_params = dict(best.params)
-    best_spec = build_trial_spec(job, best_params)
+    job = plan.job_for(cfg.seed, plan.name)
     trial_specs = {r.trial_id: rec_specs(build_trial_spec(job, r.params), r.params, cfg.spec_overrides)
                    for r in records}
     # Local storage: every kept checkpoint is already a file. Remote: the top 3 (the handoff's
     # fallbacks) are downloaded under the sweep dir; the rest stay in storage only.
-    fetch = ranked if _is_local(exp_path) else ranked[:3]
-    local = {r.trial_id: _local_checkpoint(ckpts[r.trial_id], r, sweep_dir / "checkpoints")
-             for r in fetch if r.trial_id in ckpts}
+    fetch = ranked if _is_local(where.exp_path) else ranked[:3]
+    local = {r.trial_id: _local_checkpoint(ranking.ckpts[r.trial_id], r, out.checkpoints)
+             for r in fetch if r.trial_id in ranking.ckpts}
     best_ckpt = local[best.trial_id]
     if not best_ckpt.is_file() or best_ckpt.stat().st_size == 0:
-        raise SweepError(f"{name}: the winner's checkpoint {best_ckpt} is missing or empty")
-
-    # 7. Files.
+        raise SweepError(f"{plan.name}: the winner's checkpoint {best_ckpt} is missing or empty")
     scores = {r.trial_id: (r.score(cfg.metric) if r.status == "complete" else None) for r in records}
-    doc = build_best_rec(experiment_id=name, metric_name=cfg.metric, best=best,
+    doc = build_best_rec(experiment_id=plan.name, metric_name=cfg.metric, best=best,
                          best_specs=trial_specs[best.trial_id], records=records, scores=scores)
-    best_rec_path = write_best_rec(sweep_dir / BEST_REC, doc)
-    rows = list(records) + extra_rows
+    best_rec_path = write_best_rec(out.best_rec, doc)
+    rows = list(records) + list(ranking.extra_rows)
     if baseline is not None:
         rows.insert(0, TrialRecord(trial_id="baseline", index=-1, status="baseline", params={},
                                    val_far=baseline["far_pct"], pred_counts=baseline["pred_counts"],
                                    checkpoint=baseline["checkpoint"], note="warm-start checkpoint, before any trial"))
-    trials_csv = write_trials_csv(sweep_dir / TRIALS_CSV, rows, cfg.metric)
+    trials_csv = write_trials_csv(out.trials_csv, rows, cfg.metric)
     failed = [{"trial_id": r.trial_id, "params": r.params, "error": r.error} for r in records if r.status == "failed"]
-    ranked_out = [(r.trial_id, r.score(cfg.metric), local.get(r.trial_id), dict(r.pred_counts)) for r in ranked]
-    atomic_write_json(sweep_dir / f"{name}.{SUMMARY_FILE}", {
-        "experiment_path": exp_path, "best_trial_id": best.trial_id, "best_score": best.score(cfg.metric),
-        "metric": cfg.metric, "best_checkpoint": str(best_ckpt), "baseline_eval": baseline, "noise_guard": noise,
-        "failed": failed, "ranked": [{"trial_id": t, "score": s, "checkpoint": str(c) if c else None,
-                                      "pred_counts": p} for t, s, c, p in ranked_out]})
-    print(f"[{name}] best trial {best.trial_id}: {cfg.metric} {best.score(cfg.metric):.4g} "
+    ranked_out = [RankedTrial(r.trial_id, r.score(cfg.metric), local.get(r.trial_id), dict(r.pred_counts))
+                  for r in ranked]
+    atomic_write_json(out.summary_json, {
+        "experiment_path": where.exp_path, "best_trial_id": best.trial_id, "best_score": best.score(cfg.metric),
+        "metric": cfg.metric, "best_checkpoint": str(best_ckpt), "baseline_eval": baseline,
+        "noise_guard": ranking.noise, "failed": failed,
+        "ranked": [{"trial_id": t.trial_id, "score": t.score, "checkpoint": str(t.checkpoint) if t.checkpoint else None,
+                    "pred_counts": t.pred_counts} for t in ranked_out]})
+    print(f"[{plan.name}] best trial {best.trial_id}: {cfg.metric} {best.score(cfg.metric):.4g} "
           f"(val_far {best.val_far:.2f}%), checkpoint {best_ckpt}", flush=True)
     return SweepResult(
-        best_rec_path=best_rec_path, trials_csv=trials_csv, best_spec=best_spec, best_checkpoint=best_ckpt,
-        best_score=best.score(cfg.metric), best_trial_id=best.trial_id, ranked=ranked_out,
-        baseline_eval=baseline, noise_guard=noise, failed=failed, best_params=best_params,
-        trial_specs=trial_specs, experiment_path=exp_path)
+        best_rec_path=best_rec_path, trials_csv=trials_csv, best_spec=build_trial_spec(job, dict(best.params)),
+        best_checkpoint=best_ckpt, best_score=best.score(cfg.metric), best_trial_id=best.trial_id, ranked=ranked_out,
+        baseline_eval=baseline, noise_guard=ranking.noise, failed=failed, best_params=dict(best.params),
+        trial_specs=trial_specs, experiment_path=where.exp_path)
 
 
 def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord]) -> None:
@@ -495,7 +558,7 @@ def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord]) -> N
         try:
             with child_run(tracking, f"trial_{r.trial_id}", key=f"{name}/trial_{r.trial_id}", tags=tags):
                 pass
-        except Exception as exc:  # noqa: BLE001 - tracking must not lose a finished sweep
+        except Exception as exc:  # a boundary: tracking must not lose a finished sweep
             log.warning("%s: could not close the tracking run of trial %s: %s", name, r.trial_id, exc)
 
 
@@ -506,7 +569,8 @@ def _trainable(job: TrialJob, cfg: SweepConfig) -> Any:
     return tune.with_resources(tune.with_parameters(sweep_trial, job=job), {"cpu": res["cpu"], "gpu": res["gpu"]})
 
 
-def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: list[TrialRecord], job_for: Any, *,
+def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: list[TrialRecord],
+                       job_for: Callable[[int, str], TrialJob], *,
                        exp_path: str, storage: str, name: str, params: list[SearchParam], planned_epochs: int,
                        callbacks: Sequence[Any], ckpts: dict[str, Any], noise: dict[str, Any],
                        ) -> tuple[list[TrialRecord], list[TrialRecord], TrialRecord | None]:

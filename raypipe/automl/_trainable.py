@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from raypipe.rundir import TrialCheckpoint
 from raypipe.spec import dump_spec, get_dotted, set_dotted
 
-# Files beside the model in every checkpoint Tune keeps: the epoch's metrics and the trial's spec.
-META_FILE = "trial_meta.json"
-SPEC_FILE = "experiment.yaml"
+# Beside the model in every checkpoint Tune keeps: the epoch's metrics and the trial's spec.
+META_FILE = TrialCheckpoint(Path()).meta.name
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,9 @@ def _stage_checkpoint(src: str, dest: Path, meta: dict[str, Any], spec: dict[str
         os.link(src, target)
     except OSError:
         shutil.copy2(src, target)
-    (dest / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    (dest / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+    files = TrialCheckpoint(dest)
+    files.meta.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    files.spec.write_text(dump_spec(spec), encoding="utf-8")
     return dest
 
 
@@ -127,8 +128,15 @@ def _quiet_worker_logs() -> None:
 
 
 def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
-    """Tune function trainable: train one configuration, report every epoch."""
-    import ray
+    """Tune function trainable: train one configuration, report every epoch.
+
+    Tune may stop the trial inside any ``tune.report`` (ASHA at a rung, the sweep's stopper). How it
+    does so is Tune's business: a stop is whatever non-``Exception`` leaves ``report``, and it is
+    handed back to Tune unchanged once the trial's tracking run is closed as a normal end (a
+    failure, an ``Exception``, closes it FAILED). What the trial knows is on its run before each
+    report, and the driver writes every trial's final status from the experiment's files
+    afterwards (``_close_trial_runs``).
+    """
     from ray import tune
 
     from raypipe.backends import TrainingError, get_backend
@@ -142,70 +150,84 @@ def sweep_trial(config: dict[str, Any], job: TrialJob) -> None:
 
         record_placement(job.run_dir, phase=job.sweep_name, what=f"trial {trial_id}", extra={"params": params})
     spec = build_trial_spec(job, params)
-    gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
     work = Path(tempfile.mkdtemp(prefix=f"raypipe_trial_{trial_id}_"))
-    best: dict[str, Any] = {"key": (math.inf, math.inf)}
-    reported_ckpt = False
-    t_train = time.perf_counter()
-
+    stop: BaseException | None = None
     try:
         with _tracking_run(job, trial_id, params) as run:
-            def on_epoch(m: Any) -> None:
-                nonlocal reported_ckpt
-                pred = dict(m.pred_counts or {})
-                key = selection_key(job.metric, m.val_far, m.val_loss)
-                improved = m.checkpoint is not None and key <= best["key"]
-                if improved:
-                    best.update(key=key, epoch=m.epoch, step=m.step, val_far=_finite_or_inf(m.val_far),
-                                val_loss=_finite_or_inf(m.val_loss), pred=pred, file=Path(m.checkpoint).name)
-                metrics = {
-                    "epoch": m.epoch, "step": m.step, "train_loss": _finite_or_inf(m.train_loss),
-                    "val_loss": _finite_or_inf(m.val_loss), "val_far": _finite_or_inf(m.val_far),
-                    "val_threshold": float(m.val_threshold) if m.val_threshold is not None else math.nan,
-                    "pred_pass": int(pred.get("PASS", 0)), "pred_no_pass": int(pred.get("NO_PASS", 0)),
-                    # `score` is the trial's best-so-far objective: what Optuna/ASHA compare, and what the
-                    # kept checkpoint scored (inf until a checkpointed epoch).
-                    "score": best["key"][0],
-                    "best_epoch": best.get("epoch", 0), "best_step": best.get("step", 0),
-                    "best_val_far": best.get("val_far", math.inf), "best_val_loss": best.get("val_loss", math.inf),
-                    "best_pred_pass": int(best.get("pred", {}).get("PASS", 0)),
-                    "best_pred_no_pass": int(best.get("pred", {}).get("NO_PASS", 0)),
-                    "best_checkpoint_file": best.get("file", ""),
-                    "started_at": started_at, "compute_s": time.perf_counter() - t_train,
-                    "gpu_ids": gpu_ids, "seed": job.seed,
-                }
-                run.log_metrics({"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
-                                 "train_loss": metrics["train_loss"]}, step=m.epoch)
-                if improved:
-                    meta = {"trial_id": trial_id, "epoch": m.epoch, "step": m.step, "val_far": metrics["val_far"],
-                            "val_loss": metrics["val_loss"], "val_threshold": metrics["val_threshold"],
-                            "pred_counts": pred, "params": params, "seed": job.seed,
-                            "checkpoint_file": Path(m.checkpoint).name}
-                    ckdir = _stage_checkpoint(m.checkpoint, work / f"ckpt_{m.epoch:03d}", meta, spec)
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckdir)))
-                    reported_ckpt = True
-                else:
-                    tune.report(metrics)
-
+            run.set_tags({"trial_dir": tune.get_context().get_trial_dir() or ""})
+            reporter = _EpochReporter(job, trial_id, params, spec, work, run, started_at)
             trainer = get_backend(job.backend, **job.backend_options)
             try:
                 trainer.train(spec, Path(job.train_csv), Path(job.val_csv), work / "train",
                               Path(job.init_ckpt) if job.init_ckpt else None,
                               images_dir=Path(job.train_images_dir), val_images_dir=Path(job.val_images_dir),
-                              seed=job.seed, on_epoch=on_epoch)
-            except SystemExit:
-                # Tune stops a trial from inside `tune.report` with sys.exit(0): ASHA cutting it at a
-                # rung, or the sweep being stopped. What it reported so far stands.
-                stopped = True
+                              seed=job.seed, on_epoch=reporter)
+            except Exception:
+                raise  # a failure: the tracking run ends FAILED
+            except BaseException as exc:  # not an error: the trial was stopped (see the docstring)
+                # No status tag here: this worker may finish after the driver wrote the trial's final one.
+                stop = exc
             else:
-                stopped = False
-                if not reported_ckpt:
+                if not reporter.reported_checkpoint:
                     raise TrainingError("the trial finished without a checkpointed epoch with validation metrics")
-            run.set_tags({"status": "stopped" if stopped else "complete", "checkpoint_file": best.get("file", ""),
-                          "best_epoch": best.get("epoch", 0),
-                          "trial_dir": tune.get_context().get_trial_dir() or ""})
-        if stopped:
-            raise SystemExit(0)  # hand the stop back to Tune, after the tracking run ended cleanly
+                run.set_tags({"status": "complete"})
     finally:
         # Tune has copied every reported checkpoint into the experiment's storage by now.
         shutil.rmtree(work, ignore_errors=True)
+    if stop is not None:
+        raise stop
+
+
+class _EpochReporter:
+    """The backend's ``on_epoch``: reports each epoch to Tune, with a checkpoint when the trial's best improves."""
+
+    def __init__(self, job: TrialJob, trial_id: str, params: Mapping[str, Any], spec: dict[str, Any], work: Path,
+                 run: Any, started_at: float) -> None:
+        import ray
+
+        self.job, self.trial_id, self.params, self.spec, self.work, self.run = job, trial_id, params, spec, work, run
+        self.started_at = started_at
+        self.gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids())
+        self.best: dict[str, Any] = {"key": (math.inf, math.inf)}
+        self.reported_checkpoint = False
+        self.t0 = time.perf_counter()
+
+    def __call__(self, m: Any) -> None:
+        from ray import tune
+
+        best = self.best
+        pred = dict(m.pred_counts or {})
+        key = selection_key(self.job.metric, m.val_far, m.val_loss)
+        improved = m.checkpoint is not None and key <= best["key"]
+        if improved:
+            best.update(key=key, epoch=m.epoch, step=m.step, val_far=_finite_or_inf(m.val_far),
+                        val_loss=_finite_or_inf(m.val_loss), pred=pred, file=Path(m.checkpoint).name)
+        metrics = {
+            "epoch": m.epoch, "step": m.step, "train_loss": _finite_or_inf(m.train_loss),
+            "val_loss": _finite_or_inf(m.val_loss), "val_far": _finite_or_inf(m.val_far),
+            "val_threshold": float(m.val_threshold) if m.val_threshold is not None else math.nan,
+            "pred_pass": int(pred.get("PASS", 0)), "pred_no_pass": int(pred.get("NO_PASS", 0)),
+            # `score` is the trial's best-so-far objective: what Optuna/ASHA compare, and what the
+            # kept checkpoint scored (inf until a checkpointed epoch).
+            "score": best["key"][0],
+            "best_epoch": best.get("epoch", 0), "best_step": best.get("step", 0),
+            "best_val_far": best.get("val_far", math.inf), "best_val_loss": best.get("val_loss", math.inf),
+            "best_pred_pass": int(best.get("pred", {}).get("PASS", 0)),
+            "best_pred_no_pass": int(best.get("pred", {}).get("NO_PASS", 0)),
+            "best_checkpoint_file": best.get("file", ""),
+            "started_at": self.started_at, "compute_s": time.perf_counter() - self.t0,
+            "gpu_ids": self.gpu_ids, "seed": self.job.seed,
+        }
+        self.run.log_metrics({"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
+                              "train_loss": metrics["train_loss"]}, step=m.epoch)
+        if not improved:
+            tune.report(metrics)
+            return
+        meta = {"trial_id": self.trial_id, "epoch": m.epoch, "step": m.step, "val_far": metrics["val_far"],
+                "val_loss": metrics["val_loss"], "val_threshold": metrics["val_threshold"], "pred_counts": pred,
+                "params": dict(self.params), "seed": self.job.seed, "checkpoint_file": Path(m.checkpoint).name}
+        ckdir = _stage_checkpoint(m.checkpoint, self.work / f"ckpt_{m.epoch:03d}", meta, self.spec)
+        # Before the report: Tune may stop the trial inside it.
+        self.run.set_tags({"checkpoint_file": best["file"], "best_epoch": best["epoch"]})
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckdir)))
+        self.reported_checkpoint = True

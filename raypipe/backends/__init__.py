@@ -1,4 +1,14 @@
-"""Trainer backends: the built-in PyTorch ChangeNet and the TAO container (SPEC §10)."""
+"""Trainer backends: the built-in PyTorch ChangeNet and the TAO container.
+
+Phases never import a concrete backend: they name one (``backend``) and pass its options, built
+from the run config in exactly one place (:func:`backend_options`), into whatever Ray task trains,
+infers or embeds; :func:`get_backend` makes the trainer there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
 
 from raypipe.backends.base import (
     EpochMetrics,
@@ -9,18 +19,37 @@ from raypipe.backends.base import (
     parse_checkpoint_name,
 )
 
-__all__ = ["EpochMetrics", "Trainer", "TrainingError", "TrainResult", "checkpoint_name",
-           "parse_checkpoint_name", "get_backend"]
+if TYPE_CHECKING:
+    from raypipe.config import RunConfig
+
+__all__ = ["EpochMetrics", "Trainer", "TrainingError", "TrainResult", "backend_options", "checkpoint_name",
+           "get_backend", "parse_checkpoint_name"]
 
 
-def get_backend(name: str, **options: object) -> Trainer:
+def backend_options(cfg: RunConfig, *, workspace_root: str | os.PathLike[str] | None = None,
+                    run_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The keyword options of ``get_backend(cfg.backend, **options)`` (small and picklable).
+
+    builtin: the torch ``device``. tao: the ``tao`` node (image, shm_size, gpus, user, val_scoring,
+    env_allowlist, credentials, anomalygen_image) plus the mounts every container needs — the
+    workspace and the run dir.
+    """
+    if cfg.backend == "builtin":
+        return {"device": cfg.device}
+    options: dict[str, Any] = cfg.tao.model_dump()
+    options["workspace_root"] = str(workspace_root) if workspace_root is not None else None
+    options["run_dir"] = str(run_dir) if run_dir is not None else None
+    return options
+
+
+def get_backend(name: str, **options: Any) -> Trainer:
     """Backend by config name (``builtin`` | ``tao``); imported lazily so torch/docker load only when used."""
     if name == "builtin":
         from raypipe.backends.builtin import BuiltinTrainer
 
-        return BuiltinTrainer(**options)  # type: ignore[arg-type]
+        return BuiltinTrainer(**options)
     if name == "tao":
         from raypipe.backends.tao import TaoTrainer
 
-        return TaoTrainer(**options)  # type: ignore[arg-type]
+        return TaoTrainer(**options)
     raise ValueError(f"unknown backend '{name}' (expected 'builtin' or 'tao')")

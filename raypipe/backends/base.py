@@ -1,4 +1,4 @@
-"""The trainer protocol every phase talks to (SPEC §10).
+"""The trainer protocol every phase talks to.
 
 Phases never import a concrete backend: they take a :class:`Trainer` chosen by config, so the
 built-in PyTorch backend and the TAO container backend are interchangeable and pass one

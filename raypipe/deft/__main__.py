@@ -5,7 +5,8 @@
 
 ``RD`` is created when missing; running the same command again resumes from ``RD/deft_state.json``.
 ``--baseline-ckpt`` pre-seeds the baseline with an already trained checkpoint (copied to
-``RD/baseline/train/``, SPEC §7.1), so the loop starts at the baseline's KPI evaluation.
+``RD/baseline/train/``), so the loop starts at the baseline's KPI evaluation. The config is the
+same typed tree as ``python -m raypipe.run`` (the ``tao:`` section included).
 Exit status: 0 complete, 1 hard stop (the message ends with what to fix and the resume command).
 """
 
@@ -15,10 +16,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raypipe.deft", description=__doc__.split("\n\n")[0])
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m raypipe.deft", description=(__doc__ or "").split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run or resume the loop of a run dir")
     run.add_argument("run_dir", type=Path)
@@ -32,43 +34,53 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     args.overrides = rest
+    return args
+
+
+def _seeded_baseline(rd: Any, ckpt: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    from raypipe._io import atomic_write_text
+    from raypipe.deft.baseline import seed_baseline
+    from raypipe.rundir import BASELINE
+    from raypipe.spec import dump_spec
+
+    copied = seed_baseline(rd.root, ckpt)
+    spec_file = atomic_write_text(rd.iteration(BASELINE).train.spec, dump_spec(spec))
+    return {"best_ckpt_path": str(copied), "training_spec": str(spec_file.resolve()), "source": "pre-seeded",
+            "train_metric": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    import ray
-
-    from raypipe.config import load_config
-    from raypipe.deft.baseline import seed_baseline
-    from raypipe.deft.driver import LoopConfig, LoopContext, config_block, run_loop
-    from raypipe.deft.state import initialise_state, state_path_of
+    from raypipe._ray import ray_session
+    from raypipe.backends import backend_options
+    from raypipe.config import ConfigError, load_config
+    from raypipe.deft.context import LoopContext, config_block
+    from raypipe.deft.driver import refresh_report, run_loop
+    from raypipe.deft.state import initialise_state
+    from raypipe.rundir import RunDir
     from raypipe.spec import load_spec, nest_dotted
+    from raypipe.workspace._layout import SPEC_FILE
 
-    cfg = load_config(args.config, args.overrides)
-    ws = args.workspace.resolve()
-    spec = nest_dotted(dict(cfg.get("spec_overrides") or {}), load_spec(ws / "specs" / "baseline_spec.yaml"))
-    backend_options = {"device": cfg.get("device", "auto")} if cfg["backend"] == "builtin" else {}
-    ctx = LoopContext.from_root(ws, spec=spec, backend=cfg["backend"], backend_options=backend_options)
-    lc = LoopConfig.from_config(cfg)
-    rd = args.run_dir.resolve()
-    if not state_path_of(rd).is_file():
-        baseline = None
-        if args.baseline_ckpt is not None:
-            from raypipe._io import atomic_write_text
-            from raypipe.spec import dump_spec
-
-            ckpt = seed_baseline(rd, args.baseline_ckpt)
-            spec_file = atomic_write_text(rd / "baseline" / "train" / "experiment.yaml", dump_spec(spec))
-            baseline = {"best_ckpt_path": str(ckpt), "training_spec": str(spec_file.resolve()),
-                        "source": "pre-seeded", "train_metric": None}
-        initialise_state(rd, config_block=config_block(ctx, lc, rd), metric_contract=lc.metric_contract,
-                         max_iterations=lc.max_iterations, execution_policy=dict(cfg["execution_policy"]),
-                         baseline=baseline)
-    if not ray.is_initialized():
-        # address="local": never attach to somebody else's `ray start` cluster on this machine
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True)
     try:
-        outcome = run_loop(rd, lc, ctx)
-    finally:
-        ray.shutdown()
+        cfg = load_config(args.config, args.overrides, extra=[("--workspace", {"workspace": str(args.workspace)})])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ws = args.workspace.resolve()
+    rd = RunDir(args.run_dir).resolve()
+    spec = nest_dotted(dict(cfg.spec_overrides), load_spec(ws / SPEC_FILE))
+    inputs = LoopContext.from_root(ws, spec=spec, backend=cfg.backend,
+                                   backend_options=backend_options(cfg, workspace_root=ws, run_dir=rd.root))
+    if not rd.deft_state.is_file():
+        baseline = _seeded_baseline(rd, args.baseline_ckpt, spec) if args.baseline_ckpt is not None else None
+        initialise_state(rd.root, config_block=config_block(cfg, inputs, rd),
+                         metric_contract=cfg.phase2.metric_contract, max_iterations=cfg.phase2.max_iterations,
+                         execution_policy=cfg.execution_policy.model_dump(), baseline=baseline)
+        refresh_report(rd.root)
+    with ray_session(cfg.ray_address, num_cpus=args.num_cpus):
+        outcome = run_loop(rd.root, cfg, inputs)
     print(outcome.message, flush=True)
     return 0 if outcome.status == "complete" else 1
 

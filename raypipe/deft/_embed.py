@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raypipe.placement import Placement
 from raypipe.workspace._rows import ImageLayout
 
 
@@ -28,10 +27,8 @@ class EmbedJob:
     layout: ImageLayout
 
 
-def run_embed(job: EmbedJob, rows: pd.DataFrame, images_dir: Path, placement: Placement | None = None) -> np.ndarray:
+def run_embed(job: EmbedJob, rows: pd.DataFrame, images_dir: Path) -> np.ndarray:
     """Runs inside a Ray worker."""
-    if placement is not None:
-        placement.record(extra={"rows": len(rows)})
     if job.kind == "pixels":
         from raypipe.deft.mining import pixel_embedder
 

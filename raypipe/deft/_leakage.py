@@ -1,4 +1,4 @@
-"""Leakage checks of generated training rows (SPEC §2.1 leakage key, §6.5, §6.6).
+"""Leakage checks of generated training rows: the leakage key against validation, KPI captures by path and content.
 
 Key and path comparisons are the workspace package's (one coordinate system for image-root- and
 workspace-root-relative rows); on top of them, KPI captures are also compared by CONTENT (sha256):

@@ -148,7 +148,7 @@ def pair_images(row: Mapping[str, Any], images_dir: Path, layout: ImageLayout, p
         try:
             with Image.open(cap_p) as c, Image.open(gold_p) as g:
                 cap, gold = c.convert("RGB"), g.convert("RGB")
-        except Exception:  # noqa: BLE001 - PIL raises many types; a missing thumbnail is a note in the page
+        except Exception:  # a boundary: PIL raises many types; a missing thumbnail is a note in the page
             out.append((f"{light}: image not readable ({cap_p.name})", None))
             continue
         if gold.size != cap.size:

@@ -159,7 +159,7 @@ def thumb_uri(path: Path, px: int = THUMB_PX) -> str | None:
             im = src.convert("RGB") if src.mode not in ("L", "RGB") else src.copy()
         im.thumbnail((px, px))
         return png_uri(im)
-    except Exception:  # noqa: BLE001 - PIL raises many types; an unreadable image is a note, not an error
+    except Exception:  # a boundary: PIL raises many types; an unreadable image is a note, not an error
         return None
 
 

@@ -1,7 +1,8 @@
 """Small file helpers shared by the DEFT stage modules (rca, routing, sdg, mining, merge).
 
-A stage re-run after a kill starts from scratch (SPEC §6.2): it REPLACES its outputs, never appends,
-so every stage clears its own directory (or its own named files) first and writes atomically.
+A stage re-run after a kill starts from scratch (the loop resumes at a stage, never inside one): it
+REPLACES its outputs, never appends, so every stage clears its own directory (or its own named
+files) first and writes atomically.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *, target: float
     bottom = top + plot_h
     label_lines = [_wrap(lb, slot - 8) for lb in labels]
     height = bottom + 14 + 14 * max(len(ls) for ls in label_lines) + 6
-    xs = lambda i: pad_l + slot * (i + 0.5)
+    def xs(i: int) -> float:
+        return pad_l + slot * (i + 0.5)
+
     ys = _scale(lo, hi, bottom, top)
 
     out = [_open(width, height, title)]

@@ -1,9 +1,9 @@
-"""The baseline iteration (SPEC §6.3, §7.1): reuse a pre-seeded Phase 1 checkpoint or train one.
+"""The baseline iteration: reuse a pre-seeded checkpoint (Phase 1's winner) or train one.
 
 A baseline is pre-seeded when ``iterations.baseline.stage_completed == "train"`` and its
 ``best_ckpt_path`` exists; then ``next_stage`` goes straight to ``evaluate`` and training is skipped.
-:func:`seed_baseline` is the file side of §7.1 step 2 for callers that hold a checkpoint outside
-the run dir (the lead's Phase 1 handoff, or ``python -m raypipe.deft --baseline-ckpt``).
+:func:`seed_baseline` copies a checkpoint held outside the run dir into ``RD/baseline/train/``
+(``python -m raypipe.deft --baseline-ckpt``; the Phase 1 → 2 handoff does the same).
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from typing import Any, Mapping
 
 from raypipe._io import atomic_write_bytes
 from raypipe.backends.base import parse_checkpoint_name
+from raypipe.rundir import BASELINE, RunDir
 
 
 def baseline_is_seeded(state: Mapping[str, Any]) -> bool:
-    entry = state.get("iterations", {}).get("baseline") or {}
+    entry = state.get("iterations", {}).get(BASELINE) or {}
     ckpt = entry.get("best_ckpt_path")
-    return entry.get("stage_completed") is not None and bool(ckpt) and Path(ckpt).is_file()
+    if not ckpt or entry.get("stage_completed") is None:
+        return False
+    return Path(ckpt).is_file()
 
 
 def seed_baseline(run_dir: Path, source_ckpt: Path) -> Path:
@@ -31,7 +34,7 @@ def seed_baseline(run_dir: Path, source_ckpt: Path) -> Path:
     if not source_ckpt.is_file() or source_ckpt.stat().st_size == 0:
         raise FileNotFoundError(f"{source_ckpt}: baseline checkpoint missing or empty")
     parse_checkpoint_name(source_ckpt)  # TAO's model_epoch_<EEE>_step_<SSS>.pth, or a clear error
-    dst = Path(run_dir).resolve() / "baseline" / "train" / source_ckpt.name
+    dst = RunDir(run_dir).resolve().iteration(BASELINE).train.path / source_ckpt.name
     if dst.is_file() and dst.stat().st_size == source_ckpt.stat().st_size and \
             dst.read_bytes() == source_ckpt.read_bytes():
         return dst

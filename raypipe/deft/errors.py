@@ -1,4 +1,4 @@
-"""Errors that stop the DEFT loop (SPEC §6.7).
+"""Errors that stop the DEFT loop.
 
 A :class:`HardStop` is an expected, explainable stop (leakage, unreachable KPI, nothing new to
 train on, ...): the driver commits it as an ``error`` event, marks the run failed and prints the

@@ -1,10 +1,10 @@
-"""The ``evaluate`` stage: KPI inference with the best-val AND the latest checkpoint, each scored by
-the metric contract's evaluator; the better one (by the contract's operator) is committed (SPEC §6.3).
+"""KPI scoring for the ``evaluate`` stage: inference with the best-val AND the latest checkpoint, each
+scored by the metric contract's evaluator; the better one (by the contract's operator) is committed.
 
 Both inferences are Ray tasks with the training resources and run concurrently when the cluster
 has room. Outputs per checkpoint kind: ``RD/<label>/inference/{best_val,latest}/`` with
 ``inference.csv``, ``metric_result.json``, ``threshold_metrics.csv``, ``summary.txt`` and a score
-histogram PNG.
+histogram PNG. Phase 3's winner is scored by the same code (label ``final_automl``, best_val only).
 """
 
 from __future__ import annotations
@@ -13,15 +13,20 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
+from raypipe._ray import submit_task
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
 from raypipe.metrics import MetricContract, MetricUndefinedError, far_at_recall, pick_best, run_evaluator
 from raypipe.placement import Placement
+from raypipe.rundir import IterationDir
+
+if TYPE_CHECKING:
+    from raypipe.config import Resources
 
 KINDS = ("best_val", "latest")
 
@@ -37,12 +42,9 @@ class InferJob:
     out_dir: Path
 
 
-def infer_job(job: InferJob, placement: Placement | None = None) -> str:
+def infer_job(job: InferJob) -> str:
     """Run one inference (a Ray task body): the same code path for DEFT entries and Phase 3's winner."""
     from raypipe.backends import get_backend
-
-    if placement is not None:
-        placement.record()
 
     trainer = get_backend(job.backend, **job.backend_options)
     return str(trainer.infer(job.spec, job.ckpt, job.kpi_csv, job.out_dir, images_dir=job.images_dir))
@@ -93,17 +95,18 @@ def score_histogram_png(inference_csv: Path, out_png: Path, threshold: float | N
     return out_png
 
 
-def run_evaluate(*, label: str, run_dir: Path, ckpts: Mapping[str, Path | None], spec: dict[str, Any],
+def run_evaluate(*, label: str, out: IterationDir, ckpts: Mapping[str, Path | None], spec: dict[str, Any],
                  training_spec: str | Mapping[str, Any], contract: MetricContract, kpi_csv: Path, images_dir: Path,
-                 backend: str, backend_options: dict[str, Any], resources: Mapping[str, float],
+                 backend: str, backend_options: dict[str, Any], resources: Resources | Mapping[str, float],
                  placement: Placement | None = None) -> dict[str, Any]:
-    """Infer + evaluate both checkpoint kinds; return the ``evaluate`` evidence of the better one.
+    """Infer + evaluate both checkpoint kinds into ``out.inference(kind)``; return the ``evaluate``
+    evidence of the better one.
 
     ``placement``: each inference task records itself as ``<placement.what>/<kind>``.
     """
     import ray
 
-    inf_root = fresh_dir(Path(run_dir) / label / "inference")
+    fresh_dir(out.inference_root)
     distinct: dict[str, Path] = {}
     for kind in KINDS:
         ck = ckpts.get(kind)
@@ -111,25 +114,25 @@ def run_evaluate(*, label: str, run_dir: Path, ckpts: Mapping[str, Path | None],
             distinct[kind] = Path(ck)
     if "best_val" not in distinct:
         raise HardStop("evaluate", f"{label}: no checkpoint to evaluate", "re-run the train stage")
-    task = ray.remote(infer_job).options(num_cpus=float(resources.get("cpu", 1)),
-                                      num_gpus=float(resources.get("gpu", 0)), max_retries=0)
-    refs = {kind: task.remote(InferJob(backend, backend_options, spec, ck, Path(kpi_csv), Path(images_dir),
-                                       inf_root / kind), placement.child(kind) if placement else None)
+    refs = {kind: submit_task(infer_job, InferJob(backend, backend_options, spec, ck, Path(kpi_csv), Path(images_dir),
+                                                  out.inference(kind).path),
+                              resources=resources, placement=placement.child(kind) if placement else None)
             for kind, ck in distinct.items()}
     csvs = {kind: Path(ray.get(ref)) for kind, ref in refs.items()}
     results: dict[str, dict[str, Any]] = {}
     for kind, csv in csvs.items():
+        scored = out.inference(kind)
         try:
-            res = run_evaluator(contract, csv, csv.parent / "metric_result.json", iter_label=label)
+            res = run_evaluator(contract, csv, scored.metric_result, iter_label=label)
         except MetricUndefinedError as exc:
             raise HardStop("evaluate", str(exc), "the KPI set needs defect rows") from None
         thr, far = _threshold_and_far(res, csv, contract.recall_target_pct)
-        score_histogram_png(csv, csv.parent / "score_histogram.png", thr)
+        score_histogram_png(csv, scored.score_histogram, thr)
         results[kind] = {"status": "complete", "metric_result": res, "threshold": thr, "far_pct": far,
                          "best_ckpt_path": str(distinct[kind].resolve()), "inference_csv": str(csv.resolve())}
     if "latest" not in distinct and ckpts.get("latest") is not None:
         # latest == best_val: the same checkpoint, same numbers; keep the documented layout.
-        shutil.copytree(inf_root / "best_val", inf_root / "latest", dirs_exist_ok=True)
+        shutil.copytree(out.inference("best_val").path, out.inference("latest").path, dirs_exist_ok=True)
     pick = pick_best(contract, [(k, results[k]) for k in KINDS if k in results])
     assert pick is not None  # every candidate is complete with a metric result
     best = results[pick.label]

@@ -1,9 +1,9 @@
-"""Finalize the loop (SPEC §6.8): ``best_model.json``, ``best_model_inference_spec.yaml``, ``loop_stop``.
+"""Finalize the loop: ``best_model.json``, ``best_model_inference_spec.yaml``, then ``loop_stop``.
 
 The handoff files are written BEFORE ``loop_stop`` is committed, so a completed state can never
 exist without them (the loop_stop evidence check insists they are on disk). Finalize is re-run
-after Phase 3 registers ``final_automl`` (SPEC §7.2); it always re-picks the best over every
-complete entry, so the deliverable is the overall best.
+after Phase 3 registers ``final_automl``; it always re-picks the best over every complete entry,
+so the deliverable is the overall best.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from raypipe._io import atomic_write_json, atomic_write_text
-from raypipe.deft.state import commit, load_state, ordered_labels, state_path_of
-from raypipe.metrics import MetricContract, pick_best
-from raypipe.spec import dump_spec, get_dotted, load_spec
+from raypipe.deft.state import commit, load_state, ordered_labels
+from raypipe.metrics import BestPick, MetricContract, pick_best
+from raypipe.rundir import FINAL_AUTOML, RunDir
+from raypipe.spec import dump_spec, get_dotted, load_training_spec
 
-BEST_MODEL_JSON = "best_model.json"
-INFERENCE_SPEC = "best_model_inference_spec.yaml"
 _TRAINING_SETS = ("train_dataset", "validation_dataset", "test_dataset")
 
 
@@ -30,13 +29,6 @@ class FinalArtifacts:
     best_model_json: Path
     inference_spec: Path
     passed: bool  # the best entry meets the contract (target and constraints)
-
-
-def load_training_spec(training_spec: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """``training_spec`` in the state is a spec path (normally ``RD/<label>/train/experiment.yaml``) or a dict."""
-    if isinstance(training_spec, Mapping):
-        return copy.deepcopy(dict(training_spec))
-    return load_spec(training_spec)
 
 
 def inference_spec(training_spec: Mapping[str, Any], checkpoint: str | Path, threshold: float) -> dict[str, Any]:
@@ -66,7 +58,7 @@ def inference_spec(training_spec: Mapping[str, Any], checkpoint: str | Path, thr
 
 def best_model_record(state: Mapping[str, Any], label: str, entry: Mapping[str, Any],
                       spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``best_model.json`` object: the one file a user needs to deploy (SPEC §8.2)."""
+    """The ``best_model.json`` object: the one file a user needs to deploy."""
     ts = entry["training_spec"]
     return {
         "checkpoint": entry["best_ckpt_path"],
@@ -76,49 +68,61 @@ def best_model_record(state: Mapping[str, Any], label: str, entry: Mapping[str, 
         "iteration": label,
         # backbone: the weights file the architecture was initialised from (None when trained from
         # scratch); backbone_type: the architecture name as TAO spells it.
-        "backbone": get_dotted(spec, "model.backbone.pretrained_backbone_path", None),
-        "backbone_type": get_dotted(spec, "model.backbone.type", None),
+        "backbone": get_dotted(dict(spec), "model.backbone.pretrained_backbone_path", None),
+        "backbone_type": get_dotted(dict(spec), "model.backbone.type", None),
         "images_dir": state.get("config", {}).get("images_dir"),
         "training_spec": str(ts) if not isinstance(ts, Mapping) else ts,
         "far_pct": float(entry["far_pct"]),
     }
 
 
-def finalize(run_dir: str | Path, *, stop_reason: str | None = None, label: str | None = None,
-             render: bool = True) -> FinalArtifacts:
-    """Pick the best complete entry, write the handoff files, commit ``loop_stop``.
-
-    ``stop_reason``: ``metric_met`` | ``max_iterations`` | ``phase3`` (re-run after final_automl);
-    None derives it from the state. ``label``: the iteration the event is filed under (default: the
-    last one).
-    """
-    t0 = time.monotonic()
-    run_dir = Path(run_dir)
-    state_path = state_path_of(run_dir)
-    state = load_state(state_path)
-    if state.get("status") == "failed":
-        raise ValueError(f"{state_path}: the loop hard-stopped; nothing to finalize (fix and --resume first)")
+def pick_final(state: Mapping[str, Any]) -> BestPick:
+    """The best complete entry of the state (loop iterations and Phase 3's ``final_automl``)."""
     contract = MetricContract.from_dict(state["metric_contract"])
-    labels = ordered_labels(state)
-    pick = pick_best(contract, [(lb, state["iterations"][lb]) for lb in labels])
+    pick = pick_best(contract, [(lb, state["iterations"][lb]) for lb in ordered_labels(state)])
     if pick is None:
-        raise ValueError(f"{state_path}: no complete iteration with a metric result to finalize")
-    if stop_reason is None:
-        last = state["iterations"][labels[-1]]
-        stop_reason = ("phase3" if "final_automl" in state["iterations"] else
-                       "metric_met" if (last.get("metric_result") or {}).get("passed") else "max_iterations")
+        raise ValueError(f"{state.get('results_dir')}: no complete iteration with a metric result to finalize")
+    return pick
+
+
+def stop_reason(state: Mapping[str, Any]) -> str:
+    """``phase3`` once Phase 3 registered its winner; else ``metric_met`` | ``max_iterations``."""
+    if FINAL_AUTOML in state["iterations"]:
+        return "phase3"
+    last = state["iterations"][ordered_labels(state)[-1]]
+    return "metric_met" if (last.get("metric_result") or {}).get("passed") else "max_iterations"
+
+
+def write_final_artifacts(rd: RunDir, state: Mapping[str, Any]) -> FinalArtifacts:
+    """Pick the best complete entry and write ``best_model.json`` and its inference spec (no commit)."""
+    if state.get("status") == "failed":
+        raise ValueError(f"{rd.deft_state}: the loop hard-stopped; nothing to finalize (fix and --resume first)")
+    pick = pick_final(state)
     spec = load_training_spec(pick.entry["training_spec"])
     record = best_model_record(state, pick.label, pick.entry, spec)
-    bm_path = atomic_write_json(run_dir / BEST_MODEL_JSON, record)
+    bm_path = atomic_write_json(rd.best_model, record)
     header = (f"# raypipe: inference spec of {pick.label} ({pick.entry['best_ckpt_path']}).\n"
               f"# Fill dataset.classify.infer_dataset {{csv_path, images_dir}} before running.\n")
-    spec_path = atomic_write_text(run_dir / INFERENCE_SPEC,
+    spec_path = atomic_write_text(rd.inference_spec,
                                   header + dump_spec(inference_spec(spec, record["checkpoint"], record["threshold"])))
-    value = float(pick.entry["metric_result"]["value"])
-    summary = (f"{stop_reason}: best={pick.label} {contract.name}={value:.4g}{contract.unit} "
-               f"(target {contract.operator} {contract.target:g}{contract.unit}, "
-               f"{'passed' if pick.passed else 'not met'}), threshold={record['threshold']:.6g}")
-    commit(state_path, label or labels[-1], "loop_stop",
-           {"final_artifacts": {"best_model_json": str(bm_path.resolve()), "inference_spec": str(spec_path.resolve())}},
-           duration_s=max(time.monotonic() - t0, 1e-3), summary=summary, render=render)
     return FinalArtifacts(pick.label, bm_path.resolve(), spec_path.resolve(), pick.passed)
+
+
+def finalize(run_dir: str | Path, *, label: str | None = None) -> FinalArtifacts:
+    """Write the deliverable and commit ``loop_stop`` (filed under ``label``, default: the last entry).
+
+    The loop's driver runs the ``loop_stop`` stage itself; this is for Phase 3, after it registered
+    ``final_automl``, and for callers outside the driver.
+    """
+    from raypipe.deft.stages import REGISTRY
+
+    t0 = time.monotonic()
+    rd = RunDir(run_dir)
+    state = load_state(rd.deft_state)
+    stage = REGISTRY.stop
+    final = write_final_artifacts(rd, state)
+    evidence = {"final_artifacts": {"best_model_json": str(final.best_model_json),
+                                    "inference_spec": str(final.inference_spec)}}
+    commit(rd.deft_state, label or ordered_labels(state)[-1], stage.name, evidence,
+           duration_s=max(time.monotonic() - t0, 1e-3), summary=stage.summary(state, label or "", evidence))
+    return final

@@ -1,4 +1,4 @@
-"""Merge: the next training set = what we trained on + what this iteration found (SPEC §6.6, ``data_merge``).
+"""Merge: the next training set = what we trained on + what this iteration found (the ``data_merge`` stage).
 
 Iteration 1 starts from the base training rows, rewritten ONCE from image-root to workspace-root
 coordinates (so every combined CSV trains with ``images_dir = <workspace>``); iteration N > 1 takes
@@ -23,6 +23,7 @@ from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.deft._leakage import kpi_overlap, validation_overlap
 from raypipe.deft._stage_io import rebase_rows, remove_files
 from raypipe.deft.errors import HardStop
+from raypipe.rundir import IterationDir, iteration_label, provenance_of
 from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, normalise_label, read_rows, write_rows
 from raypipe.workspace._validate import inspect_rows
 
@@ -39,12 +40,11 @@ def run_merge(iteration: int, iter_dir: Path, *, base_train_csv: Path, base_imag
               layout: ImageLayout) -> dict[str, Any]:
     """Write ``dataset/train_combined_iter<N>.csv``, its provenance and ``merge_validation.json``."""
     root = Path(os.path.realpath(workspace_root))
-    out = Path(iter_dir) / "dataset"
-    names = [f"train_combined_iter{iteration}.csv", f"train_combined_iter{iteration}_provenance.csv",
-             "merge_validation.json"]
-    out.mkdir(parents=True, exist_ok=True)
-    remove_files(out, names)  # the staged synthetic images beside them belong to the SDG stage
-    combined_path, prov_path, report_path = (out / n for n in names)
+    it = IterationDir(Path(iter_dir), iteration_label(iteration))
+    out = it.dataset
+    out.path.mkdir(parents=True, exist_ok=True)
+    remove_files(out.path, [p.name for p in out.merge_outputs()])  # the staged synthetic images belong to SDG
+    combined_path, prov_path, report_path = out.combined_csv, out.provenance_csv, out.merge_validation
 
     problems: list[str] = []
     if iteration == 1:
@@ -63,7 +63,7 @@ def run_merge(iteration: int, iter_dir: Path, *, base_train_csv: Path, base_imag
         prev_source = pd.Series(["previous_iter_train"] * len(prev))
         prev_origin, prev_origin_iter = _previous_origin(Path(prev_combined_csv), len(prev), iteration - 1)
     new = _read(mining_pool_csv, "mining_pool.csv", problems)
-    new_source = _classify_pool(new, Path(iter_dir) / "mining_filter" / "sdg_rows_raw.csv")
+    new_source = _classify_pool(new, it.mining.sdg_rows_raw)
 
     cols = list(REQUIRED_COLUMNS)
     for df in (prev, new):
@@ -123,7 +123,7 @@ def _classify_pool(pool: pd.DataFrame, sdg_rows_csv: Path) -> pd.Series:
 
 def _previous_origin(prev_csv: Path, n: int, prev_iteration: int) -> tuple[pd.Series, pd.Series]:
     """Carry the original source (base_train / sdg / mined) of earlier rows forward, for the report."""
-    prov = prev_csv.with_name(prev_csv.stem + "_provenance.csv")
+    prov = provenance_of(prev_csv)
     if prov.is_file():
         p = pd.read_csv(prov, dtype=str, keep_default_na=False)
         if len(p) == n and {"origin", "origin_iteration"} <= set(p.columns):

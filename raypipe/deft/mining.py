@@ -1,4 +1,4 @@
-"""Data mining: find pool samples that look like the weak KPI samples (SPEC §6.5, stage ``data_mining``).
+"""Data mining: find pool samples that look like the weak KPI samples (the ``data_mining`` stage).
 
 Targets (the routed weak samples, one row per sample) and the pool are embedded with the SAME
 embedder, L2-normalised, and searched with an exact FAISS inner-product index (= cosine). A pool
@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,14 +31,13 @@ from raypipe._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from raypipe.deft._leakage import validation_overlap
 from raypipe.deft._stage_io import rebase_rows, remove_files, sample_key, write_parquet
 from raypipe.deft.errors import HardStop
+from raypipe.rundir import MiningDir
 from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, normalise_label, read_rows, write_rows
 
 log = logging.getLogger(__name__)
 
 STAGE = "data_mining"
 EmbedFn = Callable[[pd.DataFrame, Path], np.ndarray]  # (rows, images_dir) -> float32 [n, d]
-OUTPUTS = ["knn_summary.csv", "source_embeddings.parquet", "target_embeddings.parquet",
-           "mined_candidates.parquet", "mined.parquet", "mining_history_summary.json", "mining_pool.csv"]
 # columns mined.parquet adds to the pool row (dropped again when writing mining_pool.csv)
 MINED_COLUMNS = ["filepath", "similarity", "target_label", "target_object_name", "target_filepath",
                  "n_targets", "pool_row"]
@@ -56,7 +56,7 @@ def cosine_knn(targets: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarra
     """Exact top-``k`` by inner product of L2-normalised vectors (= cosine) with ``faiss.IndexFlatIP``.
 
     Flat (exact) search: a few hundred targets against a 1M pool takes seconds on 2 cores
-    (STACK.md, ``benchmarks/mining_scale.py``); an approximate index would only add recall loss.
+    (measured by ``benchmarks/mining_scale.py``); an approximate index would only add recall loss.
     Returns (similarities, pool indices), each ``[n_targets, min(k, n_pool)]``, best first.
     """
     import faiss
@@ -82,7 +82,7 @@ def pixel_embedder(layout: ImageLayout, size: int = 16) -> EmbedFn:
 
         def small(p: Path) -> np.ndarray:
             with Image.open(p) as im:
-                return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+                return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
 
         out = np.empty((len(rows), len(layout.lights) * 2 * size * size * 3), dtype=np.float32)
         for i, rec in enumerate(rows.to_dict(orient="records")):
@@ -99,109 +99,156 @@ def pixel_embedder(layout: ImageLayout, size: int = 16) -> EmbedFn:
 
 # --------------------------------------------------------------------------- the stage
 
-def run_mining(mining_gaps_parquet: Path, pool_csv: Path | None, pool_images_dir: Path, iter_dir: Path, *,
-               embed: EmbedFn, workspace_root: Path, top_k_per_target: int, min_similarity: float,
-               history_path: Path, iteration: int, validation_csv: Path, validation_images_dir: Path,
-               sdg_rows_csv: Path | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MiningInputs:
+    """What one ``data_mining`` run reads, and where it writes."""
+
+    mining_gaps: Path  # routing's mining_gaps.parquet: the weak targets (absolute image dirs)
+    pool_csv: Path | None
+    pool_images_dir: Path  # root of the pool CSV's relative paths
+    out: MiningDir  # RD/iter<N>/mining_filter/
+    workspace_root: Path
+    top_k_per_target: int
+    min_similarity: float  # cosine
+    history_path: Path  # the ledger RD/mining_history.json
+    iteration: int
+    validation_csv: Path
+    validation_images_dir: Path
+    sdg_rows_csv: Path | None  # this iteration's SDG rows (None: SDG skipped)
+
+
+def run_mining(inputs: MiningInputs, *, embed: EmbedFn) -> dict[str, Any]:
     """Mine the pool for the routed weak targets; write ``mining_filter/*`` and update the ledger."""
-    out = Path(iter_dir) / "mining_filter"
-    out.mkdir(parents=True, exist_ok=True)
-    remove_files(out, OUTPUTS)  # sdg_rows_raw.csv (the SDG stage's) stays
-    workspace_root, pool_images_dir = Path(workspace_root).resolve(), Path(pool_images_dir)
-    if top_k_per_target < 1:
-        raise ValueError(f"mining_filter.top_k_per_target must be >= 1, got {top_k_per_target}")
-    sdg_rows = read_rows(sdg_rows_csv) if sdg_rows_csv is not None and Path(sdg_rows_csv).is_file() else None
-    n_sdg = 0 if sdg_rows is None else len(sdg_rows)
-    gaps = pd.read_parquet(mining_gaps_parquet)
-
+    if inputs.top_k_per_target < 1:
+        raise ValueError(f"mining_filter.top_k_per_target must be >= 1, got {inputs.top_k_per_target}")
+    out = inputs.out
+    out.path.mkdir(parents=True, exist_ok=True)
+    remove_files(out.path, [p.name for p in out.mining_outputs()])  # sdg_rows_raw.csv (the SDG stage's) stays
+    root = Path(inputs.workspace_root).resolve()
+    sdg_rows = read_rows(inputs.sdg_rows_csv) if inputs.sdg_rows_csv is not None and \
+        Path(inputs.sdg_rows_csv).is_file() else None
+    gaps = pd.read_parquet(inputs.mining_gaps)
     if gaps.empty:
-        _forget_iteration(Path(history_path), iteration)  # a re-run that now skips leaves no stale entry
-        pool_path = _write_mining_pool(out, sdg_rows, None, validation_csv, validation_images_dir, workspace_root)
-        if n_sdg == 0:
-            raise HardStop(STAGE, "nothing new to train on: no mining targets and no SDG rows",
-                           "route labels to mining (pool rows with the gap labels) or to SDG (recipes)")
-        log.info("data_mining: skipped (empty mining subset); mining_pool.csv holds %d SDG rows", n_sdg)
-        return {"data_mining_skipped": True, "mining_pool_csv": str(pool_path)}
+        return _skip(inputs, sdg_rows, root)
 
+    pool = _read_pool(inputs.pool_csv)
+    targets = gaps.loc[~sample_key(gaps).duplicated()].reset_index(drop=True)
+    no_pool_rows = sorted(set(targets["label"].astype(str).str.strip().str.upper())
+                          - set(pool["label"].astype(str).str.strip().str.upper()))
+    if no_pool_rows:  # warn BEFORE mining: these targets can only pull rows of other labels
+        log.warning("data_mining: target label(s) %s have no rows in the pool %s", no_pool_rows, inputs.pool_csv)
+    t_n, p_n = _embeddings(embed, targets, pool, inputs, root)
+    sims, idx = cosine_knn(t_n, p_n, inputs.top_k_per_target)
+
+    identity = _identities(pool, Path(inputs.pool_images_dir))
+    history = _read_history(Path(inputs.history_path))
+    earlier = {fp for e in history["iterations"] if e["iteration"] < inputs.iteration for fp in e["selected_filepaths"]}
+    cands = _candidates(pool, identity, targets, sims, idx)
+    cands["kept"] = cands["similarity"] >= inputs.min_similarity
+    cands["already_mined"] = cands["kept"] & cands["filepath"].isin(earlier)
+    cands["selected"] = cands["kept"] & ~cands["already_mined"]
+    mined = _mined_rows(cands, pool, inputs, root)
+
+    entry = {"iteration": inputs.iteration, "topn": inputs.top_k_per_target, "candidate_unique_count": len(cands),
+             "already_mined_count": int(cands["already_mined"].sum()), "selected_count": len(mined),
+             "selected_filepaths": sorted(mined["filepath"])}
+    _record(history, entry)
+    n_sdg = 0 if sdg_rows is None else len(sdg_rows)
+    evidence = _write_outputs(inputs, cands, mined, entry, history, targets=targets, pool=pool, identity=identity,
+                              t_n=t_n, p_n=p_n, no_pool_rows=no_pool_rows, n_sdg=n_sdg)
+    pool_path = _write_mining_pool(out, sdg_rows, mined[list(pool.columns)], inputs.validation_csv,
+                                   inputs.validation_images_dir, root)
+    n_kept = int(cands["kept"].sum())
+    if mined.empty and n_sdg == 0:
+        raise HardStop(STAGE, f"nothing new to train on: 0 novel mined rows ({n_kept} kept, "
+                              f"{entry['already_mined_count']} already mined earlier) and no SDG rows",
+                       "lower phase2.mining_filter.min_similarity, add pool rows, or enable SDG for these labels")
+    atomic_write_json(inputs.history_path, history)  # the ledger moves only when the stage succeeds
+    log.info("data_mining: %d candidates, %d kept, %d already mined, %d selected; mining_pool.csv %d rows",
+             len(cands), n_kept, entry["already_mined_count"], len(mined), len(mined) + n_sdg)
+    return {**evidence, "mining_pool_csv": str(pool_path)}
+
+
+def _skip(inputs: MiningInputs, sdg_rows: pd.DataFrame | None, root: Path) -> dict[str, Any]:
+    """No target routed to mining: ``mining_pool.csv`` holds the SDG rows alone (a hard stop if none)."""
+    _forget_iteration(Path(inputs.history_path), inputs.iteration)  # a re-run that now skips leaves no stale entry
+    pool_path = _write_mining_pool(inputs.out, sdg_rows, None, inputs.validation_csv, inputs.validation_images_dir,
+                                   root)
+    n_sdg = 0 if sdg_rows is None else len(sdg_rows)
+    if n_sdg == 0:
+        raise HardStop(STAGE, "nothing new to train on: no mining targets and no SDG rows",
+                       "route labels to mining (pool rows with the gap labels) or to SDG (recipes)")
+    log.info("data_mining: skipped (empty mining subset); mining_pool.csv holds %d SDG rows", n_sdg)
+    return {"data_mining_skipped": True, "mining_pool_csv": str(pool_path)}
+
+
+def _read_pool(pool_csv: Path | None) -> pd.DataFrame:
     if pool_csv is None or not Path(pool_csv).is_file():
         raise HardStop(STAGE, f"mining is routed but the pool {pool_csv} does not exist",
                        "restore augmentation/mining_pool/mining_pool.csv or set mining_pool_csv")
     pool = read_rows(pool_csv)
     if pool.empty:
         raise HardStop(STAGE, f"mining is routed but the pool {pool_csv} has no rows", "add rows to the mining pool")
+    return pool
 
-    targets = gaps.loc[~sample_key(gaps).duplicated()].reset_index(drop=True)
-    target_labels = targets["label"].astype(str).str.strip().str.upper()
-    pool_upper = set(pool["label"].astype(str).str.strip().str.upper())
-    no_pool_rows = sorted(set(target_labels) - pool_upper)
-    if no_pool_rows:  # warn BEFORE mining: these targets can only pull rows of other labels
-        log.warning("data_mining: target label(s) %s have no rows in the pool %s", no_pool_rows, pool_csv)
 
-    t_emb = _embed(embed, _workspace_relative(targets, workspace_root, Path(mining_gaps_parquet)), workspace_root,
-                   "targets")
-    p_emb = _embed(embed, pool, pool_images_dir, f"pool {pool_csv}")
+def _embeddings(embed: EmbedFn, targets: pd.DataFrame, pool: pd.DataFrame, inputs: MiningInputs,
+                root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and pool through the same embedder, pool-centred and L2-normalised."""
+    t_emb = _embed(embed, _workspace_relative(targets, root, Path(inputs.mining_gaps)), root, "targets")
+    p_emb = _embed(embed, pool, Path(inputs.pool_images_dir), f"pool {inputs.pool_csv}")
     if t_emb.shape[1] != p_emb.shape[1]:
         raise HardStop(STAGE, f"embedder returned {t_emb.shape[1]}-d target and {p_emb.shape[1]}-d pool vectors",
                        "use the same embedder for targets and pool")
     # Cosine on pool-centred vectors: raw model features share a large common component (every
     # pair scores ≥ 0.96), which would make min_similarity a no-op. Centring keeps what differs.
     centre = p_emb.mean(axis=0, keepdims=True)
-    t_n, p_n = l2_normalise(t_emb - centre), l2_normalise(p_emb - centre)
-    sims, idx = cosine_knn(t_n, p_n, top_k_per_target)
+    return l2_normalise(t_emb - centre), l2_normalise(p_emb - centre)
 
-    identity = _identities(pool, pool_images_dir)
-    cands = _candidates(pool, identity, targets, sims, idx)
-    cands["kept"] = cands["similarity"] >= min_similarity
-    history = _read_history(Path(history_path))
-    earlier = {fp for e in history["iterations"] if e["iteration"] < iteration for fp in e["selected_filepaths"]}
-    cands["already_mined"] = cands["kept"] & cands["filepath"].isin(earlier)
-    cands["selected"] = cands["kept"] & ~cands["already_mined"]
 
+def _mined_rows(cands: pd.DataFrame, pool: pd.DataFrame, inputs: MiningInputs, root: Path) -> pd.DataFrame:
+    """The selected candidates as pool rows (workspace-root-relative) plus the mining columns."""
     mined = cands[cands["selected"]].copy()
     mined.index = mined["pool_row"].to_numpy() - 1  # so an error names the pool CSV row
-    mined = rebase_rows(mined, pool_images_dir, workspace_root, Path(pool_csv), STAGE)
+    mined = rebase_rows(mined, Path(inputs.pool_images_dir), root, Path(str(inputs.pool_csv)), STAGE)
     mined["label"] = mined["label"].map(normalise_label)
-    mined_cols = list(pool.columns) + MINED_COLUMNS
-    mined = mined[mined_cols].reset_index(drop=True)
+    return mined[list(pool.columns) + MINED_COLUMNS].reset_index(drop=True)
 
-    n_cand, n_kept = len(cands), int(cands["kept"].sum())
-    entry = {"iteration": iteration, "topn": top_k_per_target, "candidate_unique_count": n_cand,
-             "already_mined_count": int(cands["already_mined"].sum()), "selected_count": len(mined),
-             "selected_filepaths": sorted(mined["filepath"])}
-    history["iterations"] = sorted([e for e in history["iterations"] if e["iteration"] != iteration] + [entry],
-                                   key=lambda e: e["iteration"])
+
+def _record(history: dict[str, Any], entry: dict[str, Any]) -> None:
+    """This iteration's ledger entry, replacing an earlier attempt's (in memory; written on success)."""
+    history["iterations"] = sorted([e for e in history["iterations"] if e["iteration"] != entry["iteration"]]
+                                   + [entry], key=lambda e: e["iteration"])
     history["cumulative_unique_count"] = len({fp for e in history["iterations"] for fp in e["selected_filepaths"]})
 
-    knn = atomic_write_text(out / "knn_summary.csv", pd.DataFrame([{
+
+def _write_outputs(inputs: MiningInputs, cands: pd.DataFrame, mined: pd.DataFrame, entry: dict[str, Any],
+                   history: dict[str, Any], *, targets: pd.DataFrame, pool: pd.DataFrame, identity: pd.Series,
+                   t_n: np.ndarray, p_n: np.ndarray, no_pool_rows: list[str], n_sdg: int) -> dict[str, Any]:
+    """Every ``mining_filter/`` file but ``mining_pool.csv``; returns the evidence naming them."""
+    out = inputs.out
+    n_cand, n_kept = len(cands), int(cands["kept"].sum())
+    knn = atomic_write_text(out.knn_summary, pd.DataFrame([{
         "candidate_count": n_cand, "kept_count": n_kept, "rejected_count": n_cand - n_kept,
-        "similarity_threshold": float(min_similarity)}]).to_csv(index=False))
-    src_emb = _write_embeddings(out / "source_embeddings.parquet", identity, pool["label"], p_n)
-    tgt_emb = _write_embeddings(out / "target_embeddings.parquet", targets["filepath"].astype(str)
+        "similarity_threshold": float(inputs.min_similarity)}]).to_csv(index=False))
+    src_emb = _write_embeddings(out.source_embeddings, identity, pool["label"], p_n)
+    tgt_emb = _write_embeddings(out.target_embeddings, targets["filepath"].astype(str)
                                 if "filepath" in targets.columns else sample_key(targets), targets["label"], t_n)
-    cand_path = write_parquet(cands, out / "mined_candidates.parquet")
-    mined_path = write_parquet(mined, out / "mined.parquet")
-    summary_path = atomic_write_json(out / "mining_history_summary.json", {
+    cand_path = write_parquet(cands, out.candidates)
+    mined_path = write_parquet(mined, out.mined)
+    summary_path = atomic_write_json(out.history_summary, {
         **{k: v for k, v in entry.items() if k != "selected_filepaths"},
-        "kept_count": n_kept, "similarity_threshold": float(min_similarity), "metric": "cosine",
+        "kept_count": n_kept, "similarity_threshold": float(inputs.min_similarity), "metric": "cosine",
         "target_count": len(targets), "pool_count": len(pool), "sdg_row_count": n_sdg,
         "labels_without_pool_rows": no_pool_rows,
         "warnings": [f"target label {lab} has no rows in the pool" for lab in no_pool_rows],
         "mining_precision": _precision(mined), "cumulative_unique_count": history["cumulative_unique_count"],
-        "history_file": str(Path(history_path).resolve()),
+        "history_file": str(Path(inputs.history_path).resolve()),
     })
-    pool_path = _write_mining_pool(out, sdg_rows, mined[list(pool.columns)], validation_csv,
-                                   validation_images_dir, workspace_root)
-    if mined.empty and n_sdg == 0:
-        raise HardStop(STAGE, f"nothing new to train on: 0 novel mined rows ({n_kept} kept, "
-                              f"{entry['already_mined_count']} already mined earlier) and no SDG rows",
-                       "lower phase2.mining_filter.min_similarity, add pool rows, or enable SDG for these labels")
-    atomic_write_json(history_path, history)  # the ledger moves only when the stage succeeds
-    log.info("data_mining: %d candidates, %d kept, %d already mined, %d selected; mining_pool.csv %d rows",
-             n_cand, n_kept, entry["already_mined_count"], len(mined), len(mined) + n_sdg)
     return {"mining_mined_parquet": str(mined_path), "mining_candidate_parquet": str(cand_path),
             "mining_summary": str(knn), "mining_history_summary": str(summary_path),
             "mining_target_embeddings": str(tgt_emb), "mining_source_embeddings": str(src_emb),
-            "mining_mined_count": int(len(mined)), "mining_pool_csv": str(pool_path)}
+            "mining_mined_count": int(len(mined))}
 
 
 def _embed(embed: EmbedFn, rows: pd.DataFrame, images_dir: Path, what: str) -> np.ndarray:
@@ -252,7 +299,7 @@ def _candidates(pool: pd.DataFrame, identity: pd.Series, targets: pd.DataFrame,
     return cand
 
 
-def _write_mining_pool(out: Path, sdg_rows: pd.DataFrame | None, mined: pd.DataFrame | None,
+def _write_mining_pool(out: MiningDir, sdg_rows: pd.DataFrame | None, mined: pd.DataFrame | None,
                        validation_csv: Path, validation_images_dir: Path, root: Path) -> Path:
     """``mining_pool.csv`` = SDG rows + novel mined rows, leakage-checked against validation at once."""
     parts = [df for df in (sdg_rows, mined) if df is not None]
@@ -261,7 +308,7 @@ def _write_mining_pool(out: Path, sdg_rows: pd.DataFrame | None, mined: pd.DataF
         cols += [c for c in df.columns if c not in cols]
     pool = pd.concat([df.reindex(columns=cols, fill_value="") for df in parts], ignore_index=True) \
         if parts else pd.DataFrame(columns=cols)
-    path = write_rows(pool.fillna(""), out / "mining_pool.csv")
+    path = write_rows(pool.fillna(""), out.mining_pool)
     _leakage_check(path, pool, root, Path(validation_csv), Path(validation_images_dir))
     return path
 
@@ -318,4 +365,4 @@ def _precision(mined: pd.DataFrame) -> float | None:
     return float(same.mean())
 
 
-__all__ = ["EmbedFn", "cosine_knn", "l2_normalise", "pixel_embedder", "run_mining"]
+__all__ = ["EmbedFn", "MiningInputs", "cosine_knn", "l2_normalise", "pixel_embedder", "run_mining"]

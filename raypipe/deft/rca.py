@@ -1,4 +1,4 @@
-"""RCA: which KPI samples does the current model get wrong, or nearly wrong (SPEC §6.4)?
+"""RCA: which KPI samples does the current model get wrong, or nearly wrong?
 
 The threshold is the best-F1 threshold among those reaching ``min_recall`` (default 1.0, the KPI's
 100 % recall). Against it every sample gets a *signed weakness* — PASS: ``score − t``, NO_PASS:
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.deft._stage_io import fresh_dir, write_parquet
 from raypipe.deft.errors import HardStop
 from raypipe.metrics import best_f1_threshold
+from raypipe.rundir import RcaDir
 from raypipe.workspace._rows import ImageLayout, normalise_label, read_rows
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def run_rca(inference_csv: Path, out_dir: Path, *, layout: ImageLayout, images_d
     Returns the evidence ``{rca_gaps_parquet, rca_threshold, rca_target_defects, rca_dir}``.
     """
     inference_csv, out_dir, images_dir = Path(inference_csv), Path(out_dir), Path(images_dir)
+    out = RcaDir(out_dir)
     if not 0.0 < min_recall <= 1.0:
         raise ValueError(f"rca.min_recall must be in (0, 1], got {min_recall}")
     if top_k_per_label < 1:
@@ -59,12 +61,12 @@ def run_rca(inference_csv: Path, out_dir: Path, *, layout: ImageLayout, images_d
     y = (labels != "PASS").to_numpy()
 
     if not y.any():
-        _unreachable(out_dir, inference_csv, min_recall,
+        _unreachable(out, inference_csv, min_recall,
                      f"the KPI set has no defect (NO_PASS) rows among {len(df)} rows, so recall is undefined",
                      "add defect samples to the KPI testing_set.csv")
     best = best_f1_threshold(y, scores, min_recall)
     if best is None:  # cannot happen for min_recall <= 1 (a threshold below every score has recall 1); kept for safety
-        _unreachable(out_dir, inference_csv, min_recall, f"no threshold reaches recall {min_recall:g}",
+        _unreachable(out, inference_csv, min_recall, f"no threshold reaches recall {min_recall:g}",
                      "lower phase2.rca.min_recall or fix the KPI labels")
     t = best.threshold
 
@@ -88,10 +90,10 @@ def run_rca(inference_csv: Path, out_dir: Path, *, layout: ImageLayout, images_d
     weakest = ranked[ranked["rank_in_label"] <= top_k_per_label]
     gaps = _per_light_rows(weakest, layout, images_dir)
 
-    gaps_path = write_parquet(gaps, out_dir / "kpi_gaps.parquet")
-    atomic_write_text(out_dir / "threshold.txt", f"{t!r}\n")
+    gaps_path = write_parquet(gaps, out.gaps_parquet)
+    atomic_write_text(out.threshold_txt, f"{t!r}\n")
     tp, fp, tn, fn = best.tp, best.fp, best.tn, best.fn
-    atomic_write_json(out_dir / "metrics.json", {
+    atomic_write_json(out.metrics_json, {
         "inference_csv": str(inference_csv.resolve()),
         "threshold": t, "min_recall": min_recall,
         "precision": best.precision, "recall": best.recall, "f1": best.f1, "far": best.far,
@@ -101,9 +103,9 @@ def run_rca(inference_csv: Path, out_dir: Path, *, layout: ImageLayout, images_d
         "top_k_per_label": top_k_per_label, "rca_target_defects": targets,
         "per_label": per_label,
     })
-    atomic_write_text(out_dir / "weak_samples_breakdown.txt",
+    atomic_write_text(out.breakdown_txt,
                       _breakdown(inference_csv, t, best.recall, per_label, targets, weakest))
-    _thumbnails(weakest, layout, images_dir, out_dir / "rca_images", thumbnails_per_label)
+    _thumbnails(weakest, layout, images_dir, out.images, thumbnails_per_label)
     log.info("rca: threshold %.6g, %d weak samples (%d rows) over %d labels; targets %s",
              t, len(weakest), len(gaps), weakest["label"].nunique(), targets)
     return {"rca_gaps_parquet": str(gaps_path.resolve()), "rca_threshold": t, "rca_target_defects": targets,
@@ -129,8 +131,8 @@ def _read_inference(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return df, scores
 
 
-def _unreachable(out_dir: Path, csv: Path, min_recall: float, why: str, fix: str) -> None:
-    atomic_write_text(out_dir / "unreachable_kpi.txt",
+def _unreachable(out: RcaDir, csv: Path, min_recall: float, why: str, fix: str) -> NoReturn:
+    atomic_write_text(out.unreachable_txt,
                       f"inference_csv: {csv}\nmin_recall: {min_recall:g}\nunreachable: {why}\nfix: {fix}\n")
     raise HardStop(STAGE, f"KPI unreachable: {why} ({csv})", fix)
 

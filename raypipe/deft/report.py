@@ -47,9 +47,9 @@ from raypipe.deft._report_html import (
     png_uri,
     table,
 )
-from raypipe.deft.state import STATE_FILE, iteration_number, ordered_labels
+from raypipe.deft.state import ordered_labels
+from raypipe.rundir import RcaDir, RunDir, iteration_number, resume_command
 
-REPORT_FILE = "DEFT_Loop_Report.html"
 _STEP_NAMES = {"phase1_best": "Phase 1 best", "phase3_best": "Phase 3 best", "final_automl": "Phase 3 best"}
 
 
@@ -122,11 +122,11 @@ def _trajectory(run: _Run) -> list[dict[str, Any]]:
     ``best_rec.json`` (else ``trajectory.json``'s validation row). Sealed-test numbers
     (``test_far_pct``, ``test_auroc``) are taken from ``trajectory.json`` rows when a run wrote them.
     """
-    traj = json_or_none(run.run_dir / "trajectory.json")
+    traj = json_or_none(RunDir(run.run_dir).trajectory)
     saved = {str(r.get("step")): r for r in (traj.get("rows") or []) if isinstance(r, Mapping)} \
         if isinstance(traj, Mapping) and isinstance(traj.get("rows"), list) else {}
     rows: list[dict[str, Any]] = []
-    rec = json_or_none(run.run_dir / "phase1_automl" / "best_rec.json")
+    rec = json_or_none(RunDir(run.run_dir).sweep("phase1").best_rec)
     p1 = rec["best"].get("score") if isinstance(rec, Mapping) and isinstance(rec.get("best"), Mapping) else None
     if p1 is None:
         p1 = next((r.get("far_pct") for r in saved.values() if str(r.get("split", "")).lower() == "validation"), None)
@@ -168,7 +168,7 @@ def _header(run: _Run) -> str:
 
 
 def _elapsed(run: _Run) -> str | None:
-    ps = json_or_none(run.run_dir / "pipeline_state.json") or {}
+    ps = json_or_none(RunDir(run.run_dir).pipeline_state) or {}
     start = ps.get("started_at") or run.state.get("started_at")
     end = ps.get("completed_at") or run.state.get("completed_at")
     seconds = _seconds(start, end)
@@ -218,8 +218,8 @@ def _section_outcome(run: _Run) -> str:
             cards.append(card("wall time", elapsed, "Phase 1 start → last phase end"))
         parts.append("<div class='cards'>" + "".join(cards) + "</div>")
         parts.append(table(["file", "path"], [
-            ["best_model.json", path_cell(run.run_dir / "best_model.json")],
-            ["inference spec", path_cell(run.run_dir / "best_model_inference_spec.yaml")],
+            ["best_model.json", path_cell(RunDir(run.run_dir).best_model)],
+            ["inference spec", path_cell(RunDir(run.run_dir).inference_spec)],
             ["checkpoint", path_cell(bm.get("checkpoint"))],
             ["score new data", Html(f"<code>python -m raypipe.infer --best-model "
                                     f"{escape(str(run.run_dir / 'best_model.json'))} --csv CSV --images-dir DIR "
@@ -232,7 +232,7 @@ def _section_outcome(run: _Run) -> str:
             for err in e.get("errors", []):
                 parts.append(f"<p>{badge('hard stop', 'bad')} {escape(label)}/{escape(str(err.get('stage')))}: "
                              f"{escape(str(err.get('reason')))}<br/>fix: {escape(str(err.get('fix') or '–'))}</p>")
-        parts.append(f"<pre>python -m raypipe.run --resume {escape(str(run.run_dir))}</pre>")
+        parts.append(f"<pre>{escape(resume_command(run.run_dir))}</pre>")
     return "".join(parts)
 
 
@@ -347,7 +347,7 @@ def _hardest_images(run: _Run, entry: Mapping[str, Any], row: Mapping[str, Any])
     spec_path = entry.get("training_spec")
     try:
         layout = ImageLayout.from_spec(load_spec(str(spec_path)))
-    except Exception as exc:  # noqa: BLE001 - a spec we cannot read only costs the thumbnails
+    except Exception as exc:  # a boundary: a spec we cannot read only costs the thumbnails
         return f"<p class='muted'>no thumbnails: training spec {escape(str(spec_path))} not readable ({escape(str(exc))})</p>"
     if not images_dir:
         return "<p class='muted'>no thumbnails: the state records no images_dir</p>"
@@ -361,7 +361,7 @@ def _rows_of(entry: Mapping[str, Any], cfg: Mapping[str, Any], label: str,
     """(training rows, synthetic rows) of an iteration; Phase 3 trained on the loop's last combined set."""
     prov_path = entry.get("provenance_csv")
     if label == "final_automl" and run_dir is not None and not prov_path:
-        phase3 = ((json_or_none(run_dir / "pipeline_state.json") or {}).get("phases") or {}).get("phase3") or {}
+        phase3 = ((json_or_none(RunDir(run_dir).pipeline_state) or {}).get("phases") or {}).get("phase3") or {}
         csv = phase3.get("training_csv")
         if csv:
             prov_path = str(Path(csv).with_name(Path(csv).stem + "_provenance.csv"))
@@ -441,8 +441,10 @@ def _growth(run: _Run) -> list[list[Any]]:
 
 def _section_trials(run: _Run) -> str:
     parts = ["<h2>AutoML sweeps</h2>"]
-    for title, sub in (("Phase 1 (baseline search)", "phase1_automl"), ("Phase 3 (warm-started refinement)", "final_automl")):
-        tt = trial_table(run.run_dir / sub)
+    for title, phase in (("Phase 1 (baseline search)", "phase1"), ("Phase 3 (warm-started refinement)", "phase3")):
+        sweep_dir = RunDir(run.run_dir).sweep(phase).path
+        sub = sweep_dir.name
+        tt = trial_table(sweep_dir)
         parts.append(f"<h3>{escape(title)}</h3>")
         if tt is None:
             parts.append(f"<p class='muted'>{escape(sub)}/trials.csv not written yet</p>")
@@ -474,14 +476,15 @@ def _section_rca(run: _Run) -> str:
         rca_dir = Path(e["rca_gaps_parquet"]).parent
         parts.append(f"<h3>{escape(label)}: RCA (threshold {fmt(num(e.get('rca_threshold')), 6)}; targets "
                      f"{escape(', '.join(e.get('rca_target_defects', [])))})</h3>")
-        per_label = (json_or_none(rca_dir / "metrics.json") or {}).get("per_label") or {}
+        per_label = (json_or_none(RcaDir(rca_dir).metrics_json) or {}).get("per_label") or {}
         if per_label:
             rows = [[lb, d.get("total"), d.get("n_misclassified"), num(d.get("mean_weakness")),
                      num(d.get("median_weakness")), num(d.get("max_weakness"))] for lb, d in sorted(per_label.items())]
             parts.append(table(["label", "rows", "misclassified", "mean weakness", "median", "max"], rows))
             parts.append(_svg.hbar_chart([(lb, num(d.get("mean_weakness")) or 0.0) for lb, d in sorted(per_label.items())],
                                          title="mean weakness per label"))
-        thumbs = sorted((rca_dir / "rca_images").glob("*.png"))[:8] if (rca_dir / "rca_images").is_dir() else []
+        images = RcaDir(rca_dir).images
+        thumbs = sorted(images.glob("*.png"))[:8] if images.is_dir() else []
         if thumbs:
             parts.append("<div class='thumbs'>" + "".join(image_figure(p, p.stem) for p in thumbs) + "</div>")
     if not any_rca:
@@ -508,7 +511,7 @@ def _section_sample(run: _Run) -> str:
 
 def _section_timings(run: _Run) -> str:
     parts = ["<h2>Stage timings</h2>"]
-    ps = json_or_none(run.run_dir / "pipeline_state.json") or {}
+    ps = json_or_none(RunDir(run.run_dir).pipeline_state) or {}
     phases = ps.get("phases") if isinstance(ps.get("phases"), Mapping) else {}
     if phases:
         rows = []
@@ -564,7 +567,7 @@ def _lineage_value(v: Any, run_dir: Path) -> Any:
 
 
 def _section_lineage(run: _Run) -> str:
-    lineage = json_or_none(run.run_dir / "lineage.json")
+    lineage = json_or_none(RunDir(run.run_dir).lineage)
     if lineage is None:
         return ""
     items = lineage if isinstance(lineage, list) else \
@@ -581,7 +584,7 @@ def _section_lineage(run: _Run) -> str:
 def _guard(fn: Callable[[_Run], str], run: _Run) -> str:
     try:
         return fn(run)
-    except Exception as exc:  # noqa: BLE001 - one broken section must not blank the report
+    except Exception as exc:  # a boundary: one broken section must not blank the report
         return f"<p class='muted'>section unavailable: {escape(type(exc).__name__)}: {escape(str(exc))}</p>"
 
 
@@ -591,7 +594,7 @@ _SECTIONS: tuple[Callable[[_Run], str], ...] = (
 
 
 def render_html(run_dir: Path, state: Mapping[str, Any]) -> str:
-    bm = json_or_none(Path(run_dir) / "best_model.json")
+    bm = json_or_none(RunDir(run_dir).best_model)
     run = _Run(Path(run_dir), state, bm if isinstance(bm, Mapping) else {})
     title = f"DEFT Loop Report — {run.run_dir.name}"
     body = "".join(_guard(section, run) for section in _SECTIONS)
@@ -603,8 +606,8 @@ def render_html(run_dir: Path, state: Mapping[str, Any]) -> str:
 def render_report(run_dir: str | Path) -> Path:
     """Render ``RD/DEFT_Loop_Report.html`` atomically from the files on disk; returns its path."""
     run_dir = Path(run_dir)
-    state = read_json(run_dir / STATE_FILE)
-    return atomic_write_text(run_dir / REPORT_FILE, render_html(run_dir, state))
+    state = read_json(RunDir(run_dir).deft_state)
+    return atomic_write_text(RunDir(run_dir).report, render_html(run_dir, state))
 
 
-__all__ = ["REPORT_FILE", "render_html", "render_report", "step_name"]
+__all__ = ["render_html", "render_report", "step_name"]

@@ -1,4 +1,4 @@
-"""Routing: send each RCA gap label to mining, to synthesis (SDG), to both, or drop it (SPEC §6.5).
+"""Routing: send each RCA gap label to mining, to synthesis (SDG), to both, or drop it.
 
 Rules (labels compared upper-cased):
 - mining subset = gap rows whose label occurs in the mining pool;
@@ -13,7 +13,7 @@ already kept only the ``top_k_per_label`` weakest samples per label, and at 100 
 is misclassified (its weakness is ≤ 0), so a "misclassified only" filter would starve SDG.
 
 A missing or empty pool is reported in the summary and leaves the mining subset empty; the
-driver decides whether that is a hard stop (SPEC §6.7: "missing/empty pool when mining is routed").
+mining stage decides whether that is a hard stop (a missing or empty pool when mining is routed).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pandas as pd
 from raypipe._io import atomic_write_text
 from raypipe.deft._stage_io import fresh_dir, sample_key, write_parquet
 from raypipe.deft.errors import HardStop
+from raypipe.rundir import RoutingDir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     Both files are always written (possibly with zero rows, same columns). Both empty → HardStop
     (after writing the summary, so the user can see why).
     """
-    out_dir = fresh_dir(Path(out_dir))
+    out = RoutingDir(fresh_dir(Path(out_dir)))
     gaps = pd.read_parquet(gaps_parquet)
     upper = gaps["label"].astype(str).str.strip().str.upper()
     in_pool, pool_problem = pool_labels(pool_csv)
@@ -71,20 +72,20 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     to_sdg = upper.isin(sdg_ok)
     mining = gaps[to_mining.to_numpy()]
     sdg = gaps[to_sdg.to_numpy()]
-    mining_path = write_parquet(mining, out_dir / "mining_gaps.parquet")
-    sdg_path = write_parquet(sdg, out_dir / "anomalygen_gaps.parquet")
+    mining_path = write_parquet(mining, out.mining_gaps)
+    sdg_path = write_parquet(sdg, out.anomalygen_gaps)
 
     summary = _summary(gaps, upper, in_pool, sdg_ok, pool_csv, pool_problem, len(mining), len(sdg))
-    atomic_write_text(out_dir / "routing_summary.txt", summary)
+    atomic_write_text(out.summary, summary)
     if pool_problem:
         log.warning("routing: %s; mining subset is empty", pool_problem)
     if mining.empty and sdg.empty:
-        raise HardStop(STAGE, f"no gap label can be mined or synthesised (see {out_dir / 'routing_summary.txt'})",
+        raise HardStop(STAGE, f"no gap label can be mined or synthesised (see {out.summary})",
                        "add pool rows with these labels to the mining pool, or map the labels to SDG recipes "
                        "(phase2.sdg.recipes / phase2.sdg.supported_labels)")
     return {"routing_mining_parquet": str(mining_path.resolve()),
             "routing_anomalygen_parquet": str(sdg_path.resolve()),
-            "routing_summary": str((out_dir / "routing_summary.txt").resolve())}
+            "routing_summary": str(out.summary.resolve())}
 
 
 def _summary(gaps: pd.DataFrame, upper: pd.Series, in_pool: set[str], sdg_ok: set[str],

@@ -1,4 +1,4 @@
-"""The built-in synthetic data generator: the ``anomalygen`` stage (SPEC §6.5).
+"""The built-in synthetic data generator: the ``builtin`` SDG backend of the ``anomalygen`` stage.
 
 It synthesises ``num_sdg`` defect samples for the labels routed to SDG, allocated in proportion to
 their weak-sample counts per ``<TEXTURE>+<LABEL>`` (texture = the component type column when the
@@ -34,6 +34,7 @@ from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.deft._recipes import apply_recipe, capture_like, labels_with_recipe, recipe_for, sample_geometry
 from raypipe.deft._stage_io import fresh_dir, remove_files, sample_key
 from raypipe.deft.errors import HardStop
+from raypipe.rundir import IterationDir, iteration_label
 from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, normalise_label, read_rows, write_rows
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def allocate(weights: Mapping[str, int], total: int) -> dict[str, int]:
 
 
 def label_from_stem(stem: str) -> str:
-    """``<T>+<label>_<idx>`` → normalised ``label`` (SPEC §6.5)."""
+    """``<T>+<label>_<idx>`` → normalised ``label`` (AnomalyGen's file-name convention)."""
     after = stem.split("+", 1)[1] if "+" in stem else stem
     return normalise_label(_STEM_IDX.sub("", after))
 
@@ -75,11 +76,13 @@ def run_sdg(anomalygen_gaps_parquet: Path, train_csv: Path, train_images_dir: Pa
             workspace_root: Path, layout: ImageLayout, num_sdg: int, recipes: Mapping[str, str],
             iteration: int, seed: int, kpi_capture_files: set[Path]) -> dict[str, Any]:
     """Synthesise the SDG samples of iteration ``iteration``; returns the ``anomalygen`` evidence."""
-    iter_dir, workspace_root = Path(iter_dir).resolve(), Path(workspace_root).resolve()
-    sdg_dir = fresh_dir(iter_dir / "anomalygen" / "sdg")
-    ng_dir = fresh_dir(iter_dir / "dataset" / "images" / f"synthetic_iter{iteration}_ng")
-    ok_dir = fresh_dir(iter_dir / "dataset" / "images" / f"synthetic_iter{iteration}_ok")
-    rows_csv = iter_dir / "mining_filter" / "sdg_rows_raw.csv"
+    it = IterationDir(Path(iter_dir).resolve(), iteration_label(iteration))
+    workspace_root = Path(workspace_root).resolve()
+    sdg = it.sdg
+    fresh_dir(sdg.path)
+    ng_dir = fresh_dir(it.dataset.synthetic_ng)
+    ok_dir = fresh_dir(it.dataset.synthetic_ok)
+    rows_csv = it.mining.sdg_rows_raw
     remove_files(rows_csv.parent, [rows_csv.name])
     for d in (ng_dir, ok_dir):
         _under_root(d, workspace_root)
@@ -126,7 +129,7 @@ def run_sdg(anomalygen_gaps_parquet: Path, train_csv: Path, train_images_dir: Pa
                 _save(ng_dir / f"{stem}_{light}{layout.image_ext}", img)
             for light, img in zip(layout.lights, goldens):
                 _save(ok_dir / f"{stem}_{light}{layout.image_ext}", img)
-            rec_file, orig_file = sdg_dir / "reconstructed_image" / f"{stem}.png", sdg_dir / "original_image" / f"{stem}.png"
+            rec_file, orig_file = sdg.reconstructed / f"{stem}.png", sdg.original / f"{stem}.png"
             _save(rec_file, _tile(recon))
             _save(orig_file, _tile(goldens))
             results.append({
@@ -139,8 +142,8 @@ def run_sdg(anomalygen_gaps_parquet: Path, train_csv: Path, train_images_dir: Pa
             row.update({c: src[c] for c in extra_cols})
             rows.append(row)
 
-    result_csv = atomic_write_text(sdg_dir / "SDG_result.csv", pd.DataFrame(results).to_csv(index=False))
-    alloc_json = atomic_write_json(sdg_dir / "allocation.json", allocation)
+    result_csv = atomic_write_text(sdg.result_csv, pd.DataFrame(results).to_csv(index=False))
+    alloc_json = atomic_write_json(sdg.allocation_json, allocation)
     write_rows(pd.DataFrame(rows, columns=list(REQUIRED_COLUMNS) + extra_cols), rows_csv)
     log.info("anomalygen: %d synthetic samples %s", len(rows), allocation)
     return {"anomalygen_sdg_csv": str(result_csv), "anomalygen_allocation_json": str(alloc_json),
@@ -221,8 +224,13 @@ def _tile(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(i, ((0, h - i.shape[0]), (0, 0), (0, 0))) for i in images], axis=1)
 
 
+def _as_written(a: np.ndarray) -> np.ndarray:
+    """The 8-bit values a saved image holds: PSNR compares the files as written."""
+    return np.round(np.clip(a, 0, 1) * 255.0)
+
+
 def _psnr(recon: list[np.ndarray], goldens: list[np.ndarray]) -> float:
-    q = lambda a: np.round(np.clip(a, 0, 1) * 255.0)  # noqa: E731 - compare the 8-bit files as written
+    q = _as_written
     mse = float(np.mean(np.concatenate([((q(r) - q(g)) ** 2).ravel() for r, g in zip(recon, goldens)])))
     return float("inf") if mse == 0 else round(10.0 * math.log10(255.0 ** 2 / mse), 3)
 

@@ -1,10 +1,14 @@
-"""``deft_state.json`` version 4: the single source of truth of Phase 2 (SPEC §6.1, §6.2).
+"""``deft_state.json`` version 4: the single source of truth of Phase 2.
 
-Only :func:`commit` changes the state. It validates a stage's evidence against the files on disk,
-writes the new state atomically, then mirrors the event into ``loop_log.jsonl`` and re-renders the
-report. The order matters for SIGKILL: the state is written first, so a kill before the log line
-lands leaves the log one line short, and :func:`load_state` rewrites the log from the state's
-events. Nothing is ever recorded only in the log.
+Only :func:`commit` changes the state. It validates a stage's evidence against the files on disk
+(with the stage's own check, :meth:`raypipe.deft.stages.Stage.validate`), writes the new state
+atomically, then mirrors the event into ``loop_log.jsonl``. The order matters for SIGKILL: the
+state is written first, so a kill before the log line lands leaves the log one line short, and
+:func:`load_state` rewrites the log from the state's events. Nothing is ever recorded only in the
+log. The state's writer does no presentation: the driver renders the report after a commit.
+
+The stage order and the transitions of :func:`next_stage` come from the stage registry
+(:data:`raypipe.deft.stages.REGISTRY`); the JSON keeps TAO's exact strings (TAO's own scripts read it).
 """
 
 from __future__ import annotations
@@ -12,32 +16,56 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from raypipe._io import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from raypipe.deft._evidence import STAGES, validate_evidence
+from raypipe._io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from raypipe.deft.errors import EvidenceError
+from raypipe.deft.stages import REGISTRY, StageRegistry
 from raypipe.metrics import MetricContract
+from raypipe.rundir import BASELINE, FINAL_AUTOML, LABEL_RE, RunDir, iteration_label, iteration_number
+from raypipe.rundir import ordered_labels as _ordered
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 4
-STATE_FILE = "deft_state.json"
-LOOP_LOG = "loop_log.jsonl"
-LABEL_RE = re.compile(r"^(baseline|final_automl|iter([1-9][0-9]*))$")
 
-# What the driver does next. Stage names are SPEC §6.1's plus the three control outcomes.
-NEXT_STAGES = ("train", "evaluate", "rca", "routing", "anomalygen", "data_mining", "data_merge",
-               "finalize", "done", "halt")
-_AFTER = {"routing": "anomalygen", "anomalygen": "data_mining", "data_mining": "data_merge",
-          "data_merge": "train", "train": "evaluate"}
+
+class RunStatus(str, Enum):
+    """``deft_state.json`` → ``status``."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"  # loop_stop committed: the deliverable exists
+    FAILED = "failed"  # a hard stop was committed; ``reopen_failed`` (``--resume``) goes back to in_progress
+
+    def is_finished(self) -> bool:
+        return self is not RunStatus.IN_PROGRESS
+
+
+class IterationStatus(str, Enum):
+    """``iterations.<label>.status``: in_progress after any commit, complete after evaluate, failed on an error."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"  # evaluated: a candidate for pick_best (a later RCA commit keeps it complete)
+    FAILED = "failed"
+
+    def after_ok(self, stage: str, decides: str) -> IterationStatus:
+        """The status after an ok commit of ``stage`` (``decides``: the stage that completes an iteration)."""
+        if stage == decides or self is IterationStatus.COMPLETE:
+            return IterationStatus.COMPLETE
+        return IterationStatus.IN_PROGRESS
+
+
+class EventStatus(str, Enum):
+    OK = "ok"
+    ERROR = "error"  # a hard stop: the evidence carries ``reason`` and ``fix``
 
 
 def utc_now() -> str:
@@ -45,26 +73,13 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def iteration_number(label: str) -> int:
-    """``baseline`` → 0, ``iter<N>`` → N; ``final_automl`` sorts after every loop iteration."""
-    m = LABEL_RE.match(label)
-    if not m:
-        raise ValueError(f"bad iteration label '{label}' (expected baseline, iter<N> or final_automl)")
-    if label == "baseline":
-        return 0
-    if label == "final_automl":
-        return 10**9
-    return int(m.group(2))
-
-
 def ordered_labels(state: Mapping[str, Any], *, include_final: bool = True) -> list[str]:
-    """Iteration labels in canonical order: baseline, iter1, …, final_automl (the pick_best order)."""
-    labels = [lb for lb in state.get("iterations", {}) if include_final or lb != "final_automl"]
-    return sorted(labels, key=iteration_number)
+    """The state's iteration labels in canonical order: baseline, iter1, …, final_automl."""
+    return _ordered(state.get("iterations", {}), include_final=include_final)
 
 
 def state_path_of(run_dir: str | Path) -> Path:
-    return Path(run_dir) / STATE_FILE
+    return RunDir(run_dir).deft_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +105,7 @@ def reconcile_log(run_dir: str | Path, state: Mapping[str, Any]) -> bool:
     The log is a mirror: a kill between the state write and the log append leaves a missing line,
     a torn line, or (if an older writer appended first) an extra one. The state wins.
     """
-    path = Path(run_dir) / LOOP_LOG
+    path = RunDir(run_dir).loop_log
     events = list(state.get("events", []))
     if read_jsonl(path) == events and _log_is_clean(path):
         return False
@@ -106,50 +121,58 @@ def _log_is_clean(path: Path) -> bool:
 
 
 def _jsonl_line(event: Mapping[str, Any]) -> str:
-    import json
-
     return json.dumps(event) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
-# next stage (SPEC §6.2)
+# next stage
+
+
+DONE, HALT = "done", "halt"  # the two outcomes of next_stage that are not a stage to run
 
 
 @dataclass(frozen=True)
 class NextStep:
-    """What the loop does next: ``stage`` for iteration ``label`` (None for done)."""
+    """What the loop does next: ``stage`` (a registry name, or ``done`` / ``halt``) for iteration ``label``."""
 
     label: str | None
     stage: str
 
 
-def next_stage(state: Mapping[str, Any]) -> NextStep:
-    """The next step, computed from the state alone (the driver never keeps its own cursor)."""
+def next_stage(state: Mapping[str, Any], registry: StageRegistry = REGISTRY) -> NextStep:
+    """The next step, computed from the state alone (the driver never keeps its own cursor).
+
+    Complete → done; failed → halt. An iteration without a committed stage starts at its entry
+    (baseline: train; iter<N>: routing). After the deciding stage (evaluate): passed, or N at
+    ``max_iterations`` → loop_stop; else rca. The last stage (rca) of iteration N starts N+1;
+    every other stage is followed by the next one of the iteration.
+    """
     loop_labels = ordered_labels(state, include_final=False)
-    if state.get("status") == "complete":
-        return NextStep(None, "done")
-    if state.get("status") == "failed":
-        failed = [lb for lb in ordered_labels(state) if state["iterations"][lb].get("status") == "failed"]
-        return NextStep(failed[-1] if failed else (loop_labels[-1] if loop_labels else None), "halt")
+    status = RunStatus(state.get("status", RunStatus.IN_PROGRESS.value))
+    if status is RunStatus.COMPLETE:
+        return NextStep(None, DONE)
+    if status is RunStatus.FAILED:
+        failed = [lb for lb in ordered_labels(state)
+                  if state["iterations"][lb].get("status") == IterationStatus.FAILED.value]
+        return NextStep(failed[-1] if failed else (loop_labels[-1] if loop_labels else None), HALT)
     if not loop_labels:
-        return NextStep("baseline", "train")
+        return NextStep(BASELINE, registry.entry(BASELINE))
     label = loop_labels[-1]
     entry = state["iterations"][label]
     n = iteration_number(label)
     done = entry.get("stage_completed")
     if done is None:
-        # baseline starts with train; iter<N> starts with routing (its RCA lives under iter<N-1>).
-        return NextStep(label, "train" if label == "baseline" else "routing")
-    if done == "evaluate":
+        return NextStep(label, registry.entry(label))
+    if done not in registry or done == registry.stop.name:
+        raise ValueError(f"{label}: unknown stage_completed '{done}'")
+    if done == registry.decides:
         passed = bool((entry.get("metric_result") or {}).get("passed"))
         if passed or n >= int(state.get("max_iterations", 3)):
-            return NextStep(label, "finalize")
-        return NextStep(label, "rca")
-    if done == "rca":
-        return NextStep(f"iter{n + 1}", "routing")
-    if done in _AFTER:
-        return NextStep(label, _AFTER[done])
-    raise ValueError(f"{label}: unknown stage_completed '{done}'")
+            return NextStep(label, registry.stop.name)
+    following = registry.after(done)
+    if following is None:  # the last stage of iteration N (rca) feeds iteration N+1
+        return NextStep(iteration_label(n + 1), registry.entry(iteration_label(n + 1)))
+    return NextStep(label, following)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,8 +181,8 @@ def next_stage(state: Mapping[str, Any]) -> NextStep:
 
 @contextlib.contextmanager
 def _locked(state_path: Path) -> Iterator[None]:
-    """Serialise writers across processes (the driver actor, the lead's Phase 3 registration)."""
-    lock = state_path.with_name(state_path.name + ".lock")
+    """Serialise writers across processes (the driver actor, the pipeline's Phase 3 registration)."""
+    lock = RunDir(state_path.parent).deft_state_lock
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -177,24 +200,26 @@ def _duration_sec(duration_s: float, label: str, stage: str) -> int:
 
 
 def _apply(state: dict[str, Any], label: str, stage: str, evidence: Mapping[str, Any], *,
-           duration_s: float, summary: str, status: str) -> dict[str, Any]:
+           duration_s: float, summary: str, status: str, registry: StageRegistry) -> dict[str, Any]:
     """Return a new state with the commit applied (pure apart from the evidence file checks)."""
     if not LABEL_RE.match(label):
         raise EvidenceError(stage, label, "bad iteration label (expected baseline, iter<N> or final_automl)")
-    if stage not in STAGES:
-        raise EvidenceError(stage, label, f"unknown stage (known: {', '.join(STAGES)})")
-    if status not in ("ok", "error"):
-        raise EvidenceError(stage, label, f"status must be 'ok' or 'error', got {status!r}")
+    if stage not in registry:
+        raise EvidenceError(stage, label, f"unknown stage (known: {', '.join(registry.names)})")
+    try:
+        event_status = EventStatus(status)
+    except ValueError:
+        raise EvidenceError(stage, label, f"status must be 'ok' or 'error', got {status!r}") from None
     seconds = _duration_sec(duration_s, label, stage)
     summary_line = " ".join(str(summary).split()) or f"{stage} {status}"
     new = copy.deepcopy(state)
     iters = new.setdefault("iterations", {})
     entry = iters.setdefault(label, {})
     now = utc_now()
-    if status == "ok":
-        stored = validate_evidence(state, label, stage, evidence)
-        if stage == "loop_stop":
-            new["status"] = "complete"
+    if event_status is EventStatus.OK:
+        stored = registry[stage].validate(state, label, evidence)
+        if stage == registry.stop.name:
+            new["status"] = RunStatus.COMPLETE.value
             new["completed_at"] = now
             new["final_artifacts"] = stored["final_artifacts"]
             if not entry:
@@ -202,75 +227,65 @@ def _apply(state: dict[str, Any], label: str, stage: str, evidence: Mapping[str,
         else:
             entry.update(stored)
             entry["stage_completed"] = stage
-            if stage == "evaluate":
-                entry["status"] = "complete"
-            elif entry.get("status") != "complete":
-                # An RCA committed after evaluate must not demote a complete iteration: pick_best
-                # only considers complete entries.
-                entry["status"] = "in_progress"
+            # An RCA committed after evaluate must not demote a complete iteration: pick_best
+            # only considers complete entries.
+            current = IterationStatus(entry.get("status", IterationStatus.IN_PROGRESS.value))
+            entry["status"] = current.after_ok(stage, registry.decides).value
     else:
-        entry["status"] = "failed"
+        entry["status"] = IterationStatus.FAILED.value
         entry.setdefault("errors", []).append(
             {"stage": stage, "ts": now, "reason": str(evidence.get("reason", summary_line)),
              "fix": str(evidence.get("fix", ""))})
-        new["status"] = "failed"
+        new["status"] = RunStatus.FAILED.value
     if label.startswith("iter"):
         new["current_iteration"] = max(iteration_number(label), int(new.get("current_iteration", 0)))
     seq = max((int(e["seq"]) for e in new.get("events", [])), default=0) + 1
     new.setdefault("events", []).append({
-        "seq": seq, "ts": now, "iter": label, "stage": stage, "status": status, "summary": summary_line,
+        "seq": seq, "ts": now, "iter": label, "stage": stage, "status": event_status.value, "summary": summary_line,
         "duration_sec": seconds, "context_tokens": 0,
     })
     return new
 
 
 def commit(state_path: str | Path, label: str, stage: str, evidence: Mapping[str, Any], *,
-           duration_s: float, summary: str, status: str = "ok", render: bool = True) -> dict[str, Any]:
-    """THE writer of ``deft_state.json``: validate, write atomically, mirror to the log, re-render.
+           duration_s: float, summary: str, status: str = "ok",
+           registry: StageRegistry = REGISTRY) -> dict[str, Any]:
+    """THE writer of ``deft_state.json``: validate, write atomically, mirror to the log.
 
     ``status="error"`` records a hard stop: ``evidence`` then carries ``reason`` and ``fix`` and is
     not file-checked; the iteration and the run become ``failed``. A failed validation raises
     :class:`EvidenceError` and leaves the state file byte-identical. Returns the new state.
+    Rendering the report is the caller's business (presentation is not persistence).
     """
     state_path = Path(state_path)
     with _locked(state_path):
         state = load_state(state_path)
-        new = _apply(state, label, stage, evidence, duration_s=duration_s, summary=summary, status=status)
+        new = _apply(state, label, stage, evidence, duration_s=duration_s, summary=summary, status=status,
+                     registry=registry)
         atomic_write_json(state_path, new)
         # The log line goes after the state write: see the module docstring.
-        from raypipe._io import append_jsonl
-
-        append_jsonl(state_path.parent / LOOP_LOG, new["events"][-1])
-    if render:
-        _render(state_path.parent)
+        append_jsonl(RunDir(state_path.parent).loop_log, new["events"][-1])
     return new
-
-
-def _render(run_dir: Path) -> None:
-    from raypipe.deft.report import render_report
-
-    try:
-        render_report(run_dir)
-    except Exception:  # noqa: BLE001 - the commit is durable; a broken chart must not undo it
-        log.exception("DEFT_Loop_Report.html could not be rendered for %s", run_dir)
 
 
 def reopen_failed(state_path: str | Path) -> bool:
     """Let ``--resume`` retry a hard-stopped loop: status back to in_progress; True if it was failed.
 
     The error stays recorded under ``iterations.<label>.errors`` and in the events; the interrupted
-    stage then runs again from its start (SPEC §6.2).
+    stage then runs again from its start.
     """
     state_path = Path(state_path)
     with _locked(state_path):
         state = load_state(state_path)
-        if state.get("status") != "failed":
+        if state.get("status") != RunStatus.FAILED.value:
             return False
         for entry in state.get("iterations", {}).values():
-            if entry.get("status") == "failed":
-                complete = entry.get("stage_completed") in ("evaluate", "rca") and "metric_result" in entry
-                entry["status"] = "complete" if complete else "in_progress"
-        state["status"] = "in_progress"
+            if entry.get("status") == IterationStatus.FAILED.value:
+                # evaluated (and maybe analysed): still a candidate for pick_best
+                complete = entry.get("stage_completed") in (REGISTRY.decides, REGISTRY.feeds_next) \
+                    and "metric_result" in entry
+                entry["status"] = (IterationStatus.COMPLETE if complete else IterationStatus.IN_PROGRESS).value
+        state["status"] = RunStatus.IN_PROGRESS.value
         atomic_write_json(state_path, state)
     return True
 
@@ -296,15 +311,14 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
                      baseline: Mapping[str, Any] | None = None) -> Path:
     """Create ``RD/deft_state.json`` (idempotent: an existing state is returned untouched).
 
-    ``baseline`` pre-seeds the Phase 1 winner (SPEC §7.1 step 3): ``{best_ckpt_path, train_metric,
-    training_spec[, source]}``; it is validated like any train evidence (checkpoint non-empty and
-    under ``RD/baseline/train/``) and recorded with a ``train`` event saying training was skipped.
-    The initial state and that event are written in ONE atomic write, so a kill can never leave a
-    state without its baseline.
+    ``baseline`` pre-seeds Phase 1's winner: ``{best_ckpt_path, train_metric, training_spec[, source]}``;
+    it is validated like any train evidence (checkpoint non-empty and under ``RD/baseline/train/``)
+    and recorded with a ``train`` event saying training was skipped. The initial state and that
+    event are written in ONE atomic write, so a kill can never leave a state without its baseline.
     """
     t0 = time.monotonic()
-    run_dir = Path(run_dir).resolve()
-    path = state_path_of(run_dir)
+    rd = RunDir(run_dir).resolve()
+    path = rd.deft_state
     with _locked(path):
         if path.exists():
             load_state(path)  # reconciles the log; refuses a foreign version loudly
@@ -315,10 +329,10 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
         state: dict[str, Any] = {
             "version": STATE_VERSION,
             "started_at": utc_now(),
-            "status": "in_progress",
+            "status": RunStatus.IN_PROGRESS.value,
             "kpi_target": kpi_target or MetricContract.from_dict(contract).kpi_text,
             "metric_contract": contract,
-            "results_dir": str(run_dir),
+            "results_dir": str(rd.root),
             "max_iterations": int(max_iterations),
             "current_iteration": 0,
             "execution_policy": dict(execution_policy),
@@ -330,29 +344,28 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
             ev = _strip_stage_fields(baseline, "train")
             ev.setdefault("source", "automl_phase1")
             ckpt = Path(str(ev["best_ckpt_path"]))
-            state = _apply(state, "baseline", "train", ev, duration_s=max(time.monotonic() - t0, 1e-3),
+            state = _apply(state, BASELINE, "train", ev, duration_s=max(time.monotonic() - t0, 1e-3),
                            summary=f"baseline train skipped: reused the "
                                    f"{'Phase 1' if ev['source'] == 'automl_phase1' else 'pre-seeded'} checkpoint "
-                                   f"{ckpt.name} ({ev['source']})", status="ok")
+                                   f"{ckpt.name} ({ev['source']})", status="ok", registry=REGISTRY)
         atomic_write_json(path, state)
-        reconcile_log(run_dir, state)
-    _render(run_dir)
+        reconcile_log(rd.root, state)
     return path
 
 
 def register_final_automl(state_path: str | Path, entry: Mapping[str, Any], *, duration_s: float = 1.0,
                           summary: str | None = None) -> dict[str, Any]:
-    """Record Phase 3's KPI-evaluated winner as ``iterations.final_automl`` (SPEC §7.2).
+    """Record Phase 3's KPI-evaluated winner as ``iterations.final_automl``.
 
     ``entry``: ``{best_ckpt_path, training_spec, metric_result, threshold, far_pct[, inference_csv]}``
     with the metric result from the same evaluator as the loop. Call :func:`raypipe.deft.finalize`
     afterwards so ``best_model.json`` points at the overall best.
     """
     state = load_state(state_path)
-    if state.get("status") == "failed":
-        raise ValueError(f"{state_path}: Phase 2 hard-stopped; Phase 3 must be skipped (SPEC §7.2)")
+    if state.get("status") == RunStatus.FAILED.value:
+        raise ValueError(f"{state_path}: Phase 2 hard-stopped; Phase 3 must be skipped")
     ev = _strip_stage_fields(entry, "evaluate")
     ev.setdefault("source", "automl_phase3")
-    value = (ev.get("metric_result") or {}).get("value")
-    return commit(state_path, "final_automl", "evaluate", ev, duration_s=duration_s,
-                  summary=summary or f"Phase 3 AutoML winner evaluated on the KPI set: {value}")
+    stage = REGISTRY["evaluate"]
+    return commit(state_path, FINAL_AUTOML, stage.name, ev, duration_s=duration_s,
+                  summary=summary or stage.summary(state, FINAL_AUTOML, ev))

@@ -1,4 +1,4 @@
-"""The ``train`` stage: one training run as a Ray task with declared resources (SPEC §6.7, §11).
+"""Training for the ``train`` stage: one training run as a Ray task with declared resources.
 
 Iteration N warm-starts from the previous best checkpoint through ``train.pretrained_model_path``
 with a FRESH epoch counter (never ``resume_training_checkpoint_path``: resuming would carry the
@@ -12,13 +12,18 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from raypipe._io import atomic_write_text
+from raypipe._ray import run_task
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
 from raypipe.placement import Placement
+from raypipe.rundir import TrainDir
 from raypipe.spec import dump_spec, get_dotted, nest_dotted, set_dotted
+
+if TYPE_CHECKING:
+    from raypipe.config import Resources
 
 
 @dataclass(frozen=True)
@@ -55,43 +60,37 @@ def iteration_spec(base_spec: Mapping[str, Any], *, overrides: Mapping[str, Any]
     return spec
 
 
-def _train(job: TrainJob, placement: Placement | None = None) -> dict[str, Any]:
+def _train(job: TrainJob) -> dict[str, Any]:
     """Runs inside a Ray worker: train and return plain facts (paths as strings)."""
     from raypipe.backends import TrainingError, get_backend
-
-    if placement is not None:
-        placement.record()
 
     trainer = get_backend(job.backend, **job.backend_options)
     try:
         res = trainer.train(job.spec, job.train_csv, job.val_csv, job.out_dir, job.init_ckpt,
                             images_dir=job.images_dir, val_images_dir=job.val_images_dir, seed=job.seed)
     except TrainingError as exc:
+        train_dir = TrainDir(job.out_dir)
         raise HardStop("train", f"training failed: {exc}",
-                       f"read {job.out_dir / 'train.log'} and status.json; fix the data or spec") from None
+                       f"read {train_dir.log} and {train_dir.status.name}; fix the data or spec") from None
     steps = max((e.step for e in res.epochs), default=0)
     return {"best_val_ckpt": str(Path(res.best_val_ckpt).resolve()), "latest_ckpt": str(Path(res.latest_ckpt).resolve()),
             "best_val_loss": res.best_val_loss, "best_val_far": res.best_val_far, "best_epoch": res.best_epoch,
             "num_epochs": len(res.epochs), "steps": steps, "train_rows": res.extra.get("train_rows")}
 
 
-def run_train(job: TrainJob, *, resources: Mapping[str, float],
+def run_train(job: TrainJob, *, resources: Resources | Mapping[str, float],
               placement: Placement | None = None) -> dict[str, Any]:
     """Train as a Ray task with ``resources`` ({cpu, gpu}); return the ``train`` evidence.
 
     The stage's directory is cleared first: a run killed mid-way leaves checkpoints that must not be
-    mistaken for this run's (SPEC §6.2: replaced, never appended). ``placement``: recorded by the task.
+    mistaken for this run's (outputs are replaced, never appended). ``placement``: recorded by the task.
     """
-    import ray
-
     fresh_dir(job.out_dir)
-    task = ray.remote(_train).options(num_cpus=float(resources.get("cpu", 1)),
-                                      num_gpus=float(resources.get("gpu", 0)), max_retries=0)
-    facts = ray.get(task.remote(job, placement))
+    facts = run_task(_train, job, resources=resources, placement=placement)
     if not facts["steps"]:
         raise HardStop("train", f"training in {job.out_dir} made zero optimiser steps",
                        "check train.num_epochs and the training CSV")
-    spec_file = job.out_dir / "experiment.yaml"
+    spec_file = TrainDir(job.out_dir).spec
     if not spec_file.is_file():  # a backend that does not write its effective spec: write ours
         atomic_write_text(spec_file, dump_spec(job.spec))
     ev: dict[str, Any] = {

@@ -2,8 +2,9 @@
 
 EfficientNet-Lite0 (see :mod:`raypipe.embedding._effnet`) runs on both images of every light; the
 vector is ``|f(capture) − f(golden)|`` after block ``layer``, pooled over a ``grid``×``grid`` of
-cells (mean and max), optionally averaged over the component's orientations (``dihedral``). The golden is first aligned to the capture with the same integer shift
-search as the ``difference`` embedder, so feature maps compare the same place of the board.
+cells (mean and max), optionally averaged over the component's orientations (``dihedral``).
+The golden is first aligned to the capture with the same integer shift search as the
+``difference`` embedder, so feature maps compare the same place of the board.
 """
 
 from __future__ import annotations

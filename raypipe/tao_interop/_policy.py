@@ -40,7 +40,7 @@ class PolicyError(ValueError):
 def network_mode_of(value: Any) -> NetworkMode:
     """``value`` if it is one of TAO's two words; otherwise an error that names the right one."""
     if value == "airgap" or value == "network-enabled":
-        return value  # type: ignore[return-value]
+        return value
     hint = f" (did you mean '{_OLD_WORDS[value]}'?)" if value in _OLD_WORDS else ""
     raise PolicyError(f"execution_policy.network_mode: {value!r} is not one of {', '.join(NETWORK_MODES)}{hint}; "
                       "TAO's tools know only these two words and treat any other as network-enabled")

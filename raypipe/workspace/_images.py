@@ -99,7 +99,7 @@ def inspect_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFacts
         detail = str(exc) or type(exc).__name__
         what = "is truncated" if "truncated" in detail else "cannot be decoded"
         return ImageFacts(digest, f"{what} ({detail})")
-    except Exception as exc:  # noqa: BLE001 - corrupt bytes make Pillow's decoders raise many types
+    except Exception as exc:
         return ImageFacts(digest, f"cannot be decoded ({type(exc).__name__}: {exc})")
     return ImageFacts(digest, None, width, height)
 

@@ -107,7 +107,7 @@ def run(tool: Tool, argv: list[str], case_dir: Path, in_subprocess: bool) -> Out
                 code: int | None = tool.call(argv)
             except SystemExit as exc:  # argparse usage errors
                 code = exc.code if isinstance(exc.code, int) else 1
-            except Exception:  # noqa: BLE001 - an escaped exception is the failure this harness reports
+            except Exception:
                 traceback.print_exc()
                 code = None
     finally:

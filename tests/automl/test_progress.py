@@ -6,7 +6,17 @@ import io
 import pickle
 from types import SimpleNamespace
 
-from raypipe.automl._progress import FailureWatch, StopWhenAllFail, SweepProgress, error_signature, root_cause
+from ray import tune
+
+from raypipe.automl._progress import (
+    FailureWatch,
+    StopWhenAllFail,
+    SweepCallbacks,
+    SweepProgress,
+    error_signature,
+    live_sweep,
+    root_cause,
+)
 
 KEYS = ("train.optim.lr", "train.classify.cls_weight[1]")
 
@@ -62,16 +72,39 @@ def test_root_cause_and_signature() -> None:
 
 def test_failure_watch_stops_only_on_one_shared_cause() -> None:
     watch = FailureWatch(threshold=2)
-    stop = StopWhenAllFail(watch)
+    stop = StopWhenAllFail("exp", watch)
     for _ in range(2):
         watch.on_trial_error(0, [], _trial("x", "FileNotFoundError: /data/train.csv"))
     assert stop.stop_all()
     mixed = FailureWatch(threshold=2)
     mixed.on_trial_error(0, [], _trial("x", "FileNotFoundError: a"))
     mixed.on_trial_error(0, [], _trial("y", "MemoryError: b"))
-    assert not StopWhenAllFail(mixed).stop_all()
+    assert not StopWhenAllFail("exp", mixed).stop_all()
     ok = FailureWatch(threshold=2)
     ok.on_trial_complete(0, [], _trial("z"))
     for _ in range(3):
         ok.on_trial_error(0, [], _trial("x", "FileNotFoundError: a"))
-    assert not StopWhenAllFail(ok).stop_all()  # one success: failures are the HPs', not shared
+    assert not StopWhenAllFail("exp", ok).stop_all()  # one success: failures are the HPs', not shared
+
+
+class _Record(tune.Callback):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_trial_start(self, iteration: int, trials: list, trial: object, **info: object) -> None:
+        self.seen.append(getattr(trial, "trial_id", "?"))
+
+
+def test_restored_callbacks_and_stopper_relay_to_this_process() -> None:
+    """Tuner.restore brings back the pickled run config; its relay and stopper must reach the live objects."""
+    first, first_watch = _Record(), FailureWatch(threshold=1)
+    relay = pickle.loads(pickle.dumps(SweepCallbacks("/exp/phase1", [first, first_watch])))
+    stopper = pickle.loads(pickle.dumps(StopWhenAllFail("/exp/phase1", first_watch)))
+    live, live_watch = _Record(), FailureWatch(threshold=1)
+    with live_sweep("/exp/phase1", [live, live_watch], live_watch):
+        relay.on_trial_start(iteration=0, trials=[], trial=_trial("t1"))
+        relay.on_trial_error(iteration=0, trials=[], trial=_trial("t1", "OSError: disk"))
+        assert live.seen == ["t1"] and live_watch.failed and stopper.stop_all()
+    # nothing live (e.g. under Ray Client the tuner runs elsewhere): the pickled copies observe
+    relay.on_trial_start(iteration=0, trials=[], trial=_trial("t2"))
+    assert relay.callbacks[0].seen == ["t2"] and not stopper.stop_all() and live.seen == ["t1"]

@@ -27,6 +27,8 @@ from raypipe.automl import (
 )
 from raypipe.backends.base import parse_checkpoint_name
 from raypipe.backends.builtin import read_checkpoint_architecture
+from raypipe.config import load_config
+from raypipe.rundir import SweepDir
 from raypipe.spec import flatten, get_dotted, load_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -86,7 +88,7 @@ def test_phase1_sweep_completes_and_writes_spec_outputs(phase1: dict[str, Any], 
     assert doc["metric_name"] == "far_pct" and doc["direction"] == "minimize"
     assert sorted(r["rec_id"] for r in doc["all_recs"]) == sorted(trials["trial_id"])
     best = doc["best"]
-    assert best["rec_id"] == res.best_trial_id == res.ranked[0][0]
+    assert best["rec_id"] == res.best_trial_id == res.ranked[0].trial_id
     assert best["score"] == pytest.approx(trials["metric"].min())
     assert "num_epochs" not in best["specs"].get("train", {}) and best["observed_budget"] == {"num_epochs": 1}
     assert not any("." in k or "[" in k for k in _nested_keys(best["specs"]))
@@ -95,9 +97,10 @@ def test_phase1_sweep_completes_and_writes_spec_outputs(phase1: dict[str, Any], 
     assert get_dotted(best["specs"], "train.classify.cls_weight")[1] == pytest.approx(
         res.best_params["train.classify.cls_weight[1]"])
     # Every ranked trial's kept checkpoint is a real, loadable file under the sweep's storage.
-    scores = [s for _, s, _, _ in res.ranked]
+    scores = [t.score for t in res.ranked]
     assert scores == sorted(scores)
-    for trial_id, _, ckpt, pred in res.ranked:
+    for t in res.ranked:
+        trial_id, ckpt, pred = t.trial_id, t.checkpoint, t.pred_counts
         assert Path(ckpt).is_file() and Path(ckpt).stat().st_size > 0
         assert Path(ckpt).resolve().is_relative_to(sweep_dir.resolve())
         assert sum(pred.values()) == len(pd.read_csv(demo_ws.val_csv))  # pred counts over the validation set
@@ -110,18 +113,17 @@ def test_phase1_sweep_completes_and_writes_spec_outputs(phase1: dict[str, Any], 
 
 
 def test_optuna_study_received_every_result(phase1: dict[str, Any]) -> None:
-    from ray.tune.search.optuna import OptunaSearch
+    """What the sampler learned, from its own log (Optuna's public after_trial hook), matches trials.csv."""
+    from raypipe.automl._sampler import sampler_log
 
     res = phase1["result"]
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(res.experiment_path)  # the study Tune checkpointed beside the trials
-    study = searcher._ot_study
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    learned = sampler_log(SweepDir(phase1["dir"], "phase1").sampler_log)
+    complete = [r for r in learned.values() if r["state"] == "COMPLETE"]
     assert len(complete) == 4
     trials = pd.read_csv(res.trials_csv)
     by_lr = {round(json.loads(p)["train.optim.lr"], 12): m for p, m in zip(trials["params"], trials["metric"])}
     for t in complete:
-        assert by_lr[round(t.params["train.optim.lr"], 12)] == pytest.approx(t.value)
+        assert by_lr[round(t["params"]["train.optim.lr"], 12)] == pytest.approx(t["values"][0])
 
 
 def test_fractional_gpu_trials_share_the_gpu(phase1: dict[str, Any]) -> None:
@@ -160,12 +162,12 @@ def test_warm_started_sweep_pins_architecture_and_starts_at_the_centre(phase1: d
     base = json.loads(json.dumps(demo_ws.spec))
     base["model"]["classify"]["learnable_difference_modules"] = 5  # not the checkpoint's: must be pinned back
     centre = flatten(read_json(p1.best_rec_path)["best"]["specs"])
-    cfg = SweepConfig.from_config({
-        "automl": {"algorithm": "asha", "max_concurrent_trials": 2, "noise_margin": None, "max_failures": 0,
-                   "resources_per_trial": {"cpu": 1, "gpu": 0},
-                   "search_space": PHASE1_SPACE},
-        "phase3": {"automl_max_recommendations": 2}, "seed": 3,
-        "spec_overrides": {"train.num_epochs": 2}}, "phase3")
+    run = load_config()
+    run = run.replace(automl=run.automl.replace(algorithm="asha", max_concurrent_trials=2, noise_margin=None,
+                                                max_failures=0, search_space=PHASE1_SPACE),
+                      phase3=run.phase3.replace(automl_max_recommendations=2), seed=3,
+                      spec_overrides={"train.num_epochs": 2})
+    cfg = SweepConfig.from_config(run, "phase3")
     assert cfg.dropped_keys == ("model.classify.learnable_difference_modules",)
     from raypipe.tracking import resolve_tracking_uri, start_pipeline_run
 

@@ -2,12 +2,13 @@
 
 No Docker engine runs on the dev/CI machines, so the TAO backend is tested by recording the exact
 SDK calls it makes. Like the real SDK, ``containers.create`` of a missing image raises
-``ImageNotFound``; ``containers.run`` (which would pull it implicitly) fails the test outright. The fake also *acts* like TAO's ``visual_changenet`` so the rest of the code
-path is real: it reads the spec through the recorded bind mounts (a path no mount covers, or a
-write into a read-only mount, fails the "container" as it would in Docker), checks that every
-image file of every row exists through the mounts, and writes what TAO writes — JSONL
-``status.json``, zero-based ``model_epoch_<EEE>_step_<SSS>.pth`` files plus a ``*_latest.pth``
-link, and ``inference.csv`` (input rows + ``siamese_score``).
+``ImageNotFound``; ``containers.run`` (which would pull it implicitly) fails the test outright.
+The fake also *acts* like TAO's ``visual_changenet`` so the rest of the code path is real: it
+reads the spec through the recorded bind mounts (a path no mount covers, or a write into a
+read-only mount, fails the "container" as it would in Docker), checks that every image file of
+every row exists through the mounts, and writes what TAO writes: JSONL ``status.json``,
+zero-based ``model_epoch_<EEE>_step_<SSS>.pth`` files plus a ``*_latest.pth`` link, and
+``inference.csv`` (input rows + ``siamese_score``).
 """
 
 from __future__ import annotations

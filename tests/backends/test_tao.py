@@ -21,7 +21,6 @@ import pytest
 import yaml
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Mount
-from tao_fake_docker import FakeDockerClient, FakeTao
 
 from raypipe.backends import TrainingError, get_backend
 from raypipe.backends.tao import (
@@ -45,6 +44,8 @@ from raypipe.backends.tao import (
 )
 from raypipe.spec import SpecError
 from raypipe.tao_interop import execution_policy
+
+from tao_fake_docker import FakeDockerClient, FakeTao
 
 IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:6.25.9-pyt"
 OFFLINE = {"AIR_GAPPED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PIP_NO_INDEX": "1"}

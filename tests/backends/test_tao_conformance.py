@@ -25,6 +25,7 @@ from raypipe.backends.tao import TaoEmbedUnsupported, TaoTrainer
 from raypipe.spec import nest_dotted
 from raypipe.testing.trainer_conformance import ConformanceRun, TrainerConformance
 from raypipe.workspace._rows import read_rows
+
 from tao_fake_docker import FakeDockerClient
 
 IMAGE = "nvcr.io/nvidia/tao/tao-toolkit:6.25.9-pyt"

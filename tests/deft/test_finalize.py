@@ -1,4 +1,4 @@
-"""Finalize (SPEC §6.8): best_model.json, best_model_inference_spec.yaml, then loop_stop."""
+"""Finalize: best_model.json, best_model_inference_spec.yaml, then loop_stop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import yaml
 
 from raypipe._io import read_json
 from raypipe.deft import finalize
-from raypipe.deft.state import STATE_FILE, commit, load_state, register_final_automl
+from raypipe.deft.state import commit, load_state, register_final_automl
+from raypipe.rundir import RunDir
 
 from ._helpers import ckpt, eval_evidence, new_run, train_evidence
 
@@ -18,7 +19,7 @@ BEST_MODEL_KEYS = {"checkpoint", "threshold", "metric_contract", "metric_result"
 def _evaluated_run(tmp_path):
     """baseline FAR 50 %, iter1 FAR 25 % (better), both complete."""
     rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
+    sp = RunDir(rd).deft_state
     base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
     commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=[0.1, 0.95, 0.2, 0.97]),
            duration_s=1, summary="e")
@@ -31,11 +32,11 @@ def _evaluated_run(tmp_path):
 
 def test_finalize_writes_handoff_then_loop_stop(tmp_path):
     rd = _evaluated_run(tmp_path)
-    out = finalize(rd, stop_reason="max_iterations")
+    out = finalize(rd)
     assert out.best_label == "iter1" and out.passed is False
     bm = read_json(rd / "best_model.json")
     assert set(bm) == BEST_MODEL_KEYS
-    state = load_state(rd / STATE_FILE)
+    state = load_state(RunDir(rd).deft_state)
     it = state["iterations"]["iter1"]
     assert bm["checkpoint"] == it["best_ckpt_path"] and bm["iteration"] == "iter1"
     assert bm["threshold"] == it["threshold"] and bm["far_pct"] == 25.0
@@ -59,19 +60,19 @@ def test_finalize_writes_handoff_then_loop_stop(tmp_path):
 
 def test_finalize_rerun_after_phase3_picks_overall_best(tmp_path):
     rd = _evaluated_run(tmp_path)
-    finalize(rd, stop_reason="max_iterations")
-    sp = rd / STATE_FILE
+    finalize(rd)
+    sp = RunDir(rd).deft_state
     ck = ckpt(rd, "final_automl", 3, 60)
     # Phase 3 regressed (FAR 75 %): the loop's best stays delivered
     ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.95, 0.96, 0.2, 0.97])
     register_final_automl(sp, {k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result",
                                                   "threshold", "far_pct", "inference_csv")})
-    assert finalize(rd, stop_reason="phase3").best_label == "iter1"
+    assert finalize(rd).best_label == "iter1"
     # Phase 3 improved (FAR 0 %): it becomes the deliverable
     ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.1, 0.2, 0.3, 0.4])
     register_final_automl(sp, {k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result",
                                                   "threshold", "far_pct")})
-    out = finalize(rd, stop_reason="phase3")
+    out = finalize(rd)
     assert out.best_label == "final_automl" and out.passed is True
     bm = read_json(rd / "best_model.json")
     assert bm["checkpoint"] == str(ck) and bm["far_pct"] == 0.0
@@ -82,8 +83,8 @@ def test_finalize_rerun_after_phase3_picks_overall_best(tmp_path):
 def test_finalize_refuses_failed_or_unevaluated(tmp_path):
     rd = new_run(tmp_path, baseline=True)
     with pytest.raises(ValueError, match="no complete iteration"):
-        finalize(rd, stop_reason="max_iterations")
+        finalize(rd)
     assert not (rd / "best_model.json").exists()
-    commit(rd / STATE_FILE, "baseline", "evaluate", {"reason": "x"}, duration_s=1, summary="x", status="error")
+    commit(RunDir(rd).deft_state, "baseline", "evaluate", {"reason": "x"}, duration_s=1, summary="x", status="error")
     with pytest.raises(ValueError, match="hard-stopped"):
-        finalize(rd, stop_reason="max_iterations")
+        finalize(rd)

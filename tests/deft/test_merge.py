@@ -1,4 +1,4 @@
-"""Merge (data_merge stage, SPEC §6.6): provenance, multiset retention and the pre-training validation."""
+"""Merge (the data_merge stage): provenance, multiset retention and the pre-training validation."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raypipe.deft._evidence import validate_evidence
 from raypipe.deft.errors import HardStop
 from raypipe.deft.merge import run_merge
-from raypipe.deft.mining import pixel_embedder, run_mining
+from raypipe.deft.mining import MiningInputs, pixel_embedder, run_mining
 from raypipe.deft.sdg import run_sdg
+from raypipe.deft.stages import REGISTRY
+from raypipe.rundir import RunDir
 from raypipe.workspace import read_rows
 from tests.deft._stage_data import LAYOUT, kpi_capture_files, routed, run_dir
 
@@ -26,11 +27,12 @@ def _pool(ws: Path, iteration: int, k: int) -> Path:
     sdg = run_sdg(sdg_gaps, ws / "train/base/training_set.csv", ws / "images", rd / f"iter{iteration}",
                   workspace_root=ws, layout=LAYOUT, num_sdg=3, recipes={}, iteration=iteration, seed=1,
                   kpi_capture_files=kpi_capture_files(ws))
-    ev = run_mining(mining_gaps, ws / "augmentation/mining_pool/mining_pool.csv", ws / "images", rd / f"iter{iteration}",
-                    embed=pixel_embedder(LAYOUT), workspace_root=ws, top_k_per_target=k, min_similarity=-1.0,
-                    history_path=rd / "mining_history.json", iteration=iteration,
-                    validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
-                    sdg_rows_csv=Path(sdg["anomalygen_sdg_rows_csv"]))
+    ev = run_mining(MiningInputs(
+        mining_gaps=mining_gaps, pool_csv=ws / "augmentation/mining_pool/mining_pool.csv", pool_images_dir=ws / "images",
+        out=RunDir(rd).iteration(f"iter{iteration}").mining, workspace_root=ws, top_k_per_target=k,
+        min_similarity=-1.0, history_path=RunDir(rd).mining_history, iteration=iteration,
+        validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
+        sdg_rows_csv=Path(sdg["anomalygen_sdg_rows_csv"])), embed=pixel_embedder(LAYOUT))
     return Path(ev["mining_pool_csv"])
 
 
@@ -52,7 +54,7 @@ def test_two_iterations_provenance_and_multiset_retention(tiny_workspace):
     p1["lot"] = "L7"  # an extra column only the new rows carry: preserved, empty for the others
     p1.to_csv(pool1, index=False)
     ev1 = _merge(ws, 1, pool1)
-    validate_evidence({}, "iter1", "data_merge", ev1)
+    REGISTRY["data_merge"].validate({}, "iter1", ev1)
 
     base = read_rows(ws / "train/base/training_set.csv")
     c1 = read_rows(ev1["combined_training_csv"])

@@ -1,4 +1,4 @@
-"""Mining (data_mining stage, SPEC §6.5) on the tiny demo workspace with the real pixel embedder and FAISS."""
+"""Mining (the data_mining stage) on the tiny demo workspace with the real pixel embedder and FAISS."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raypipe.deft._evidence import validate_evidence
 from raypipe.deft._stage_io import write_parquet
 from raypipe.deft.errors import HardStop
-from raypipe.deft.mining import cosine_knn, l2_normalise, pixel_embedder, run_mining
+from raypipe.deft.mining import MiningInputs, cosine_knn, l2_normalise, pixel_embedder, run_mining
 from raypipe.deft.sdg import run_sdg
+from raypipe.deft.stages import REGISTRY
+from raypipe.rundir import RunDir
 from raypipe.workspace import read_rows
 from tests.deft._stage_data import LAYOUT, kpi_capture_files, routed, run_dir
 
@@ -25,11 +26,12 @@ EMBED = pixel_embedder(LAYOUT)
 def _mine(ws: Path, gaps: Path, iteration: int = 1, *, k: int = 3, min_sim: float = -1.0,
           sdg_rows: Path | None = None, pool: Path | None = None):
     rd = run_dir(ws)
-    return run_mining(gaps, pool or ws / "augmentation/mining_pool/mining_pool.csv", ws / "images",
-                      rd / f"iter{iteration}", embed=EMBED, workspace_root=ws, top_k_per_target=k,
-                      min_similarity=min_sim, history_path=rd / "mining_history.json", iteration=iteration,
-                      validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
-                      sdg_rows_csv=sdg_rows)
+    return run_mining(MiningInputs(
+        mining_gaps=gaps, pool_csv=pool or ws / "augmentation/mining_pool/mining_pool.csv", pool_images_dir=ws / "images",
+        out=RunDir(rd).iteration(f"iter{iteration}").mining, workspace_root=ws, top_k_per_target=k,
+        min_similarity=min_sim, history_path=RunDir(rd).mining_history, iteration=iteration,
+        validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
+        sdg_rows_csv=sdg_rows), embed=EMBED)
 
 
 def _history(ws: Path) -> dict:
@@ -51,7 +53,7 @@ def test_ledger_drops_rows_mined_in_earlier_iterations(tiny_workspace):
     ws = tiny_workspace
     mining_gaps, _ = routed(ws)
     ev1 = _mine(ws, mining_gaps, 1, k=3)
-    validate_evidence({}, "iter1", "data_mining", ev1)  # the commit's own evidence check
+    REGISTRY["data_mining"].validate({}, "iter1", ev1)  # the commit's own evidence check
     mined1 = pd.read_parquet(ev1["mining_mined_parquet"])
     assert ev1["mining_mined_count"] == len(mined1) > 0
     first = set(mined1["filepath"])
@@ -144,7 +146,7 @@ def test_skip_and_warning_paths(tiny_workspace, caplog):
                   kpi_capture_files=kpi_capture_files(ws))
     ev = _mine(ws, empty, 1, sdg_rows=Path(sdg["anomalygen_sdg_rows_csv"]))
     assert ev["data_mining_skipped"] is True and len(read_rows(ev["mining_pool_csv"])) == 2
-    validate_evidence({}, "iter1", "data_mining", ev)
+    REGISTRY["data_mining"].validate({}, "iter1", ev)
 
     # a target label with no pool rows is warned about before mining
     pool_csv = ws / "augmentation/mining_pool/mining_pool.csv"

@@ -1,4 +1,4 @@
-"""RCA (SPEC §6.4) on hand-made inference CSVs with hand-computed thresholds and weaknesses."""
+"""RCA on hand-made inference CSVs with hand-computed thresholds and weaknesses."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from raypipe.deft._evidence import validate_evidence
 from raypipe.deft.errors import HardStop
 from raypipe.deft.rca import run_rca
+from raypipe.deft.stages import REGISTRY
 from raypipe.workspace import ImageLayout
 
 LAYOUT = ImageLayout(("LowAngleLight", "SolderLight"), ".png")
@@ -46,7 +46,7 @@ def test_threshold_weakness_and_selection_at_full_recall(tmp_path):
     out = tmp_path / "rca" / "20260101_000000"
     ev = run_rca(csv, out, layout=LAYOUT, images_dir=images, min_recall=1.0, top_k_per_label=1)
 
-    validate_evidence({}, "baseline", "rca", ev)  # what the state commit accepts
+    REGISTRY["rca"].validate({}, "baseline", ev)  # what the state commit accepts
     assert ev["rca_threshold"] == pytest.approx(0.5)
     assert float((out / "threshold.txt").read_text()) == pytest.approx(0.5)
     # FN are 0 for every label at 100 % recall; bridge costs 1 of 3 PASS (0.7 ≥ 0.6), missing none

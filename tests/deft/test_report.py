@@ -18,9 +18,10 @@ from raypipe.automl._ranking import TrialRecord
 from raypipe.deft import finalize, register_final_automl
 from raypipe.deft._report_data import data_added
 from raypipe.deft._report_html import delta
-from raypipe.deft.report import REPORT_FILE, render_report
-from raypipe.deft.state import STATE_FILE, commit, load_state
+from raypipe.deft.report import render_report
+from raypipe.deft.state import commit, load_state
 from raypipe.metrics import MetricContract, run_evaluator
+from raypipe.rundir import RunDir
 from raypipe.workspace._rows import normalise_label
 
 from ._helpers import ckpt, eval_evidence, new_run, parquet, spec_file, train_evidence
@@ -115,7 +116,7 @@ def _eval_from(rd, label, rows: list[tuple[str, str, float]]):
 def _evaluated_baseline(tmp_path, pass_scores: list[float]):
     """A run whose baseline is evaluated: four defects at 0.9, PASS rows at ``pass_scores``."""
     rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
+    sp = RunDir(rd).deft_state
     base_ck = load_state(sp)["iterations"]["baseline"]["best_ckpt_path"]
     commit(sp, "baseline", "evaluate", eval_evidence(rd, "baseline", base_ck, far_pass_scores=pass_scores),
            duration_s=1, summary="e")
@@ -163,9 +164,9 @@ def test_report_sections_and_self_contained(tmp_path):
     atomic_write_json(rd / "phase1_automl" / "best_rec.json", {"best": {"score": 33.0}})
     atomic_write_json(rd / "lineage.json", [{"checkpoint": ev["best_ckpt_path"], "phase": "phase2",
                                              "parent": base_ck, "data_digest": "abc"}])
-    finalize(rd, stop_reason="max_iterations")
+    finalize(rd)
 
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     for heading in ("Outcome", "Metric trajectory", "Results per defect kind at the operating point",
                     "Per-iteration results", "Training data per iteration", "AutoML sweeps", "Root-cause analysis",
                     "Generated sample pair", "Stage timings", "Run configuration", "Lineage"):
@@ -200,7 +201,7 @@ def test_report_sections_and_self_contained(tmp_path):
 
 def test_per_kind_results_match_the_inference_csv(tmp_path):
     rd = new_run(tmp_path, baseline=True)
-    sp = rd / STATE_FILE
+    sp = RunDir(rd).deft_state
     rows = [("p1", "PASS", 0.10), ("p2", "PASS", 0.20), ("p3", "PASS", 0.35), ("p4", "PASS", 0.50), ("p5", "PASS", 0.62),
             ("m1", "missing", 0.90), ("m2", "Missing ", 0.80), ("b1", "bridge", 0.40), ("b2", "bridge", 0.95),
             ("d1", "polarity", 0.30), ("d2", "polarity", 0.70)]
@@ -210,9 +211,9 @@ def test_per_kind_results_match_the_inference_csv(tmp_path):
     for light, shade in zip(LIGHTS, (60, 120)):  # the hardest defect's capture/golden per light
         _png(images / f"d1_{light}.png", shade)
         _png(tmp_path / "images" / "g" / f"d1_{light}.png", shade + 40)
-    finalize(rd, stop_reason="max_iterations")
+    finalize(rd)
     best = json.loads((rd / "best_model.json").read_text())
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
 
     # independent computation from the CSV the state names, at best_model.json's threshold
     df = pd.read_csv(evidence["inference_csv"])
@@ -249,8 +250,8 @@ def test_signed_coloured_delta_follows_the_contract_direction(tmp_path):
     rd, sp, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
     worse = eval_evidence(rd, "final_automl", ckpt(rd, "final_automl"), far_pass_scores=[0.95, 0.96, 0.3, 0.97])
     register_final_automl(sp, worse)
-    finalize(rd, stop_reason="phase3")
-    html = (rd / REPORT_FILE).read_text()
+    finalize(rd)
+    html = render_report(rd).read_text()
     it = tables(html)["iterations"]
     i = column(it, "iteration").index("Phase 3 best")
     d = it[0].index("Δ vs baseline")
@@ -304,8 +305,8 @@ def test_data_added_per_kind_and_source(tmp_path):
 
 def test_sealed_test_column_and_verdict_badge_render_when_present(tmp_path):
     rd, _, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
-    finalize(rd, stop_reason="max_iterations")
-    html = (rd / REPORT_FILE).read_text()
+    finalize(rd)
+    html = render_report(rd).read_text()
     assert "test FAR" not in html and "sealed test" not in html  # absent: no empty column, no broken card
     assert "KPI not met (KPI set)" in html  # 25 % misses "< 10 %"; the verdict falls back to the KPI set
 
@@ -338,12 +339,12 @@ def test_layout_fits_a_laptop_screen(tmp_path):
 
 def test_report_renders_for_fresh_and_failed_state(tmp_path):
     rd = new_run(tmp_path)
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     assert "not finalized yet" in html and "no events yet" in html
     assert "KPI dataset label counts (3 rows)" in html  # before any evaluation, the KPI set's make-up
-    commit(rd / STATE_FILE, "baseline", "train", {"reason": "CUDA out of memory", "fix": "lower batch_size"},
+    commit(RunDir(rd).deft_state, "baseline", "train", {"reason": "CUDA out of memory", "fix": "lower batch_size"},
            duration_s=3, summary="train failed", status="error")
-    html = (rd / REPORT_FILE).read_text()
+    html = render_report(rd).read_text()
     assert "hard stop" in html and "lower batch_size" in html
     assert f"python -m raypipe.run --resume {rd}" in html
     assert "section unavailable" not in html
@@ -352,8 +353,8 @@ def test_report_renders_for_fresh_and_failed_state(tmp_path):
 def test_broken_stage_output_degrades_one_section(tmp_path):
     rd = new_run(tmp_path, baseline=True)
     (tmp_path / "kpi.csv").write_bytes(b"\x00\xff garbage")
-    state = json.loads((rd / STATE_FILE).read_text())
+    state = json.loads((RunDir(rd).deft_state).read_text())
     state["config"]["kpi_test_csv"] = str(tmp_path / "missing.csv")
-    (rd / STATE_FILE).write_text(json.dumps(state))
+    (RunDir(rd).deft_state).write_text(json.dumps(state))
     html = render_report(rd).read_text()
     assert "KPI CSV not readable" in html and "Stage timings" in html

@@ -1,4 +1,4 @@
-"""Routing rules (SPEC §6.5): mining by pool labels, SDG by supported labels, DROPPED, both-empty stop."""
+"""Routing rules: mining by pool labels, SDG by supported labels, DROPPED, both-empty stop."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raypipe.deft._evidence import validate_evidence
 from raypipe.deft._stage_io import write_parquet
 from raypipe.deft.errors import HardStop
 from raypipe.deft.routing import run_routing
 from raypipe.deft.sdg import supported_sdg_labels
+from raypipe.deft.stages import REGISTRY
 
 
 def _gaps(tmp_path: Path, labels: list[str], lights: int = 2) -> Path:
@@ -36,7 +36,7 @@ def test_labels_go_to_mining_sdg_both_or_dropped(tmp_path):
     pool = _pool(tmp_path, ["PASS", "Bridge ", "PASS"])  # upper-cased and stripped for the comparison
     out = tmp_path / "routing" / "T1"
     ev = run_routing(gaps, pool, out, supported_labels={"bridge", "MISSING"})
-    validate_evidence({}, "iter1", "routing", ev)
+    REGISTRY["routing"].validate({}, "iter1", ev)
     mining = pd.read_parquet(ev["routing_mining_parquet"])
     sdg = pd.read_parquet(ev["routing_anomalygen_parquet"])
     assert sorted(set(mining["label"])) == ["PASS", "bridge"]  # PASS: hard negatives from the pool

@@ -1,4 +1,4 @@
-"""Built-in SDG (anomalygen stage, SPEC §6.5) on the tiny demo workspace."""
+"""Built-in SDG (the anomalygen stage) on the tiny demo workspace."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raypipe.deft._evidence import validate_evidence
 from raypipe.deft._stage_io import write_parquet
 from raypipe.deft.errors import HardStop
 from raypipe.deft.sdg import allocate, label_from_stem, run_sdg
+from raypipe.deft.stages import REGISTRY
 from raypipe.workspace import read_rows
 from tests.deft._stage_data import LAYOUT, kpi_capture_files, load, routed, run_dir
 
@@ -42,7 +42,7 @@ def test_sdg_writes_consistent_multilight_pairs(tiny_workspace):
     ws = tiny_workspace
     _, sdg_gaps = routed(ws)
     ev = _run(ws, sdg_gaps, num_sdg=12)
-    validate_evidence({}, "iter1", "anomalygen", ev)
+    REGISTRY["anomalygen"].validate({}, "iter1", ev)
     iter_dir = run_dir(ws) / "iter1"
 
     alloc = json.loads(Path(ev["anomalygen_allocation_json"]).read_text())
@@ -114,5 +114,5 @@ def test_empty_subset_is_skipped_and_rerun_replaces(tiny_workspace):
     empty = write_parquet(pd.read_parquet(sdg_gaps).iloc[:0], ws / "empty.parquet")
     ev = _run(ws, empty)
     assert ev == {"anomalygen_skipped": True}
-    validate_evidence({}, "iter1", "anomalygen", ev)
+    REGISTRY["anomalygen"].validate({}, "iter1", ev)
     assert not (run_dir(ws) / "iter1/mining_filter/sdg_rows_raw.csv").exists()  # no stale rows for mining

@@ -11,8 +11,6 @@ import pytest
 from raypipe._io import read_json, read_jsonl
 from raypipe.deft import EvidenceError
 from raypipe.deft.state import (
-    LOOP_LOG,
-    STATE_FILE,
     NextStep,
     commit,
     load_state,
@@ -20,6 +18,7 @@ from raypipe.deft.state import (
     register_final_automl,
     reopen_failed,
 )
+from raypipe.rundir import RunDir
 
 from ._helpers import ckpt, eval_evidence, new_run, parquet, spec_file, train_evidence
 
@@ -29,12 +28,12 @@ EVENT_KEYS = {"seq", "ts", "iter", "stage", "status", "summary", "duration_sec",
 
 
 def _log(rd: Path) -> list[dict]:
-    return read_jsonl(rd / LOOP_LOG)
+    return read_jsonl(RunDir(rd).loop_log)
 
 
 def test_initialise_exact_fields_and_idempotent(tmp_path):
     rd = new_run(tmp_path)
-    path = rd / STATE_FILE
+    path = RunDir(rd).deft_state
     state = read_json(path)
     assert set(state) == TOP_LEVEL
     assert state["version"] == 4 and state["status"] == "in_progress" and state["current_iteration"] == 0
@@ -47,12 +46,20 @@ def test_initialise_exact_fields_and_idempotent(tmp_path):
     again = initialise_state(rd, config_block={"other": 1}, metric_contract=MetricContract(), max_iterations=9,
                              execution_policy={})
     assert again == path and path.read_bytes() == before
-    assert (rd / "DEFT_Loop_Report.html").is_file()
+
+
+def test_the_state_writer_renders_nothing(tmp_path):
+    """Presentation is not persistence: initialise and commit write the state and the log, no report."""
+    rd = new_run(tmp_path, baseline=True)
+    commit(RunDir(rd).deft_state, "baseline", "rca",
+           {"rca_gaps_parquet": str(parquet(rd / "baseline/rca_results/T/kpi_gaps.parquet", 2)),
+            "rca_threshold": 0.5, "rca_target_defects": []}, duration_s=1, summary="r")
+    assert not RunDir(rd).report.exists()
 
 
 def test_initialise_with_phase1_baseline(tmp_path):
     rd = new_run(tmp_path, baseline=True)
-    state = load_state(rd / STATE_FILE)
+    state = load_state(RunDir(rd).deft_state)
     b = state["iterations"]["baseline"]
     assert b["stage_completed"] == "train" and b["source"] == "automl_phase1" and b["train_metric"] == 12.5
     assert Path(b["best_ckpt_path"]).is_file() and b["status"] == "in_progress"
@@ -75,27 +82,27 @@ def test_initialise_refuses_baseline_checkpoint_outside_run_dir(tmp_path):
     with pytest.raises(EvidenceError, match="does not lie under"):
         initialise_state(rd, config_block={}, metric_contract=MetricContract(), max_iterations=1,
                          execution_policy={}, baseline={"best_ckpt_path": str(outside), "training_spec": {"a": 1}})
-    assert not (rd / STATE_FILE).exists()
+    assert not (RunDir(rd).deft_state).exists()
 
 
 def test_commit_records_event_and_mirrors_log(tmp_path):
     rd = new_run(tmp_path)
-    state = commit(rd / STATE_FILE, "baseline", "train", train_evidence(rd, "baseline"), duration_s=2.01,
+    state = commit(RunDir(rd).deft_state, "baseline", "train", train_evidence(rd, "baseline"), duration_s=2.01,
                    summary="trained\n 1 epoch")
     ev = state["events"][-1]
     assert ev["seq"] == 1 and ev["duration_sec"] == 3 and ev["summary"] == "trained 1 epoch"
     assert ev["ts"].endswith("Z") and ev["status"] == "ok"
     assert state["iterations"]["baseline"]["stage_completed"] == "train"
-    assert read_json(rd / STATE_FILE) == state and _log(rd) == state["events"]
+    assert read_json(RunDir(rd).deft_state) == state and _log(rd) == state["events"]
     ev_eval = eval_evidence(rd, "baseline", state["iterations"]["baseline"]["best_ckpt_path"],
                             far_pass_scores=[0.1, 0.2, 0.95, 0.3])
-    state = commit(rd / STATE_FILE, "baseline", "evaluate", ev_eval, duration_s=0.2, summary="eval")
+    state = commit(RunDir(rd).deft_state, "baseline", "evaluate", ev_eval, duration_s=0.2, summary="eval")
     b = state["iterations"]["baseline"]
     assert b["status"] == "complete" and state["events"][-1]["seq"] == 2 and state["events"][-1]["duration_sec"] == 1
     assert b["metric_result"]["passed"] is False and math.isclose(b["far_pct"], 25.0)
     assert set(b["metric_result"]) == {"name", "value", "unit", "passed", "constraints", "evidence_path"}
     # RCA under the same (complete) iteration keeps it complete: pick_best only reads complete entries.
-    state = commit(rd / STATE_FILE, "baseline", "rca",
+    state = commit(RunDir(rd).deft_state, "baseline", "rca",
                    {"rca_gaps_parquet": str(parquet(rd / "baseline/rca_results/T/kpi_gaps.parquet", 3)),
                     "rca_threshold": 0.5, "rca_target_defects": ["missing"]}, duration_s=1, summary="rca")
     assert state["iterations"]["baseline"]["status"] == "complete"
@@ -106,11 +113,11 @@ def test_commit_records_event_and_mirrors_log(tmp_path):
 def test_iter_commit_sets_current_iteration(tmp_path):
     rd = new_run(tmp_path, max_iterations=3)
     p = parquet(rd / "iter2/routing_results/T/m.parquet", 2)
-    state = commit(rd / STATE_FILE, "iter2", "routing", {"routing_mining_parquet": str(p),
+    state = commit(RunDir(rd).deft_state, "iter2", "routing", {"routing_mining_parquet": str(p),
                                                         "routing_anomalygen_parquet": str(p)},
                    duration_s=1, summary="r")
     assert state["current_iteration"] == 2
-    state = commit(rd / STATE_FILE, "iter1", "routing", {"routing_mining_parquet": str(p),
+    state = commit(RunDir(rd).deft_state, "iter1", "routing", {"routing_mining_parquet": str(p),
                                                         "routing_anomalygen_parquet": str(p)},
                    duration_s=1, summary="r")
     assert state["current_iteration"] == 2
@@ -133,7 +140,7 @@ def _bad_cases():
         ev = train_evidence(rd, "iter1")
         # iter1's own dir, but the same file as baseline's via a symlink: resolved paths compare equal
         link = rd / "iter1/train/model_epoch_002_step_00020.pth"
-        link.symlink_to(read_json(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"])
+        link.symlink_to(read_json(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"])
         ev["best_ckpt_path"] = str(link)
         return "iter1", "train", ev, 1.0
 
@@ -160,25 +167,25 @@ def _bad_cases():
         return "iter1", "train", train_evidence(rd, "iter1"), float("nan")
 
     def wrong_unit(rd):
-        ev = eval_evidence(rd, "baseline", read_json(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+        ev = eval_evidence(rd, "baseline", read_json(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
                            far_pass_scores=[0.1, 0.2])
         ev["metric_result"] = {**ev["metric_result"], "unit": "fraction"}
         return "baseline", "evaluate", ev, 1.0
 
     def missing_constraint(rd):
-        ev = eval_evidence(rd, "baseline", read_json(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+        ev = eval_evidence(rd, "baseline", read_json(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
                            far_pass_scores=[0.1, 0.2])
         ev["metric_result"] = {**ev["metric_result"], "constraints": {}}
         return "baseline", "evaluate", ev, 1.0
 
     def wrong_name(rd):
-        ev = eval_evidence(rd, "baseline", read_json(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+        ev = eval_evidence(rd, "baseline", read_json(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
                            far_pass_scores=[0.1, 0.2])
         ev["metric_result"] = {**ev["metric_result"], "name": "accuracy"}
         return "baseline", "evaluate", ev, 1.0
 
     def value_not_on_disk(rd):
-        ev = eval_evidence(rd, "baseline", read_json(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+        ev = eval_evidence(rd, "baseline", read_json(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
                            far_pass_scores=[0.1, 0.95])
         ev["metric_result"] = {**ev["metric_result"], "value": 0.0}
         return "baseline", "evaluate", ev, 1.0
@@ -225,28 +232,28 @@ def _bad_cases():
 def test_bad_evidence_leaves_state_byte_identical(tmp_path, name, build, match):
     rd = new_run(tmp_path, baseline=True)
     label, stage, ev, dur = build(rd)
-    state_before = (rd / STATE_FILE).read_bytes()
-    log_before = (rd / LOOP_LOG).read_bytes()
+    state_before = (RunDir(rd).deft_state).read_bytes()
+    log_before = (RunDir(rd).loop_log).read_bytes()
     with pytest.raises(EvidenceError, match=match):
-        commit(rd / STATE_FILE, label, stage, ev, duration_s=dur, summary=name)
-    assert (rd / STATE_FILE).read_bytes() == state_before
-    assert (rd / LOOP_LOG).read_bytes() == log_before
+        commit(RunDir(rd).deft_state, label, stage, ev, duration_s=dur, summary=name)
+    assert (RunDir(rd).deft_state).read_bytes() == state_before
+    assert (RunDir(rd).loop_log).read_bytes() == log_before
 
 
 def test_error_commit_fails_run_then_reopen(tmp_path):
     rd = new_run(tmp_path, baseline=True)
-    state = commit(rd / STATE_FILE, "iter1", "routing", {"reason": "no gaps routed", "fix": "add pool rows"},
+    state = commit(RunDir(rd).deft_state, "iter1", "routing", {"reason": "no gaps routed", "fix": "add pool rows"},
                    duration_s=0.5, summary="routing hard stop: no gaps routed", status="error")
     assert state["status"] == "failed" and state["iterations"]["iter1"]["status"] == "failed"
     assert state["iterations"]["iter1"]["errors"][0]["fix"] == "add pool rows"
     assert "stage_completed" not in state["iterations"]["iter1"]
     assert state["events"][-1]["status"] == "error" and _log(rd) == state["events"]
     assert next_stage(state) == NextStep("iter1", "halt")
-    assert reopen_failed(rd / STATE_FILE) is True
-    state = load_state(rd / STATE_FILE)
+    assert reopen_failed(RunDir(rd).deft_state) is True
+    state = load_state(RunDir(rd).deft_state)
     assert state["status"] == "in_progress" and state["iterations"]["iter1"]["status"] == "in_progress"
     assert next_stage(state) == NextStep("iter1", "routing")
-    assert reopen_failed(rd / STATE_FILE) is False
+    assert reopen_failed(RunDir(rd).deft_state) is False
 
 
 def _state(status="in_progress", max_iterations=3, **iters):
@@ -263,7 +270,7 @@ NEXT_TABLE = [
     ("failed", _state("failed", baseline={"status": "failed"}), NextStep("baseline", "halt")),
     ("baseline trained", _state(baseline={"stage_completed": "train"}), NextStep("baseline", "evaluate")),
     ("baseline evaluated, not passed", _state(baseline=_ev()), NextStep("baseline", "rca")),
-    ("baseline evaluated, passed", _state(baseline=_ev(True)), NextStep("baseline", "finalize")),
+    ("baseline evaluated, passed", _state(baseline=_ev(True)), NextStep("baseline", "loop_stop")),
     ("baseline rca", _state(baseline={"stage_completed": "rca"}), NextStep("iter1", "routing")),
     ("iter1 routing", _state(baseline={}, iter1={"stage_completed": "routing"}), NextStep("iter1", "anomalygen")),
     ("iter1 sdg", _state(iter1={"stage_completed": "anomalygen"}), NextStep("iter1", "data_mining")),
@@ -272,9 +279,9 @@ NEXT_TABLE = [
     ("iter1 trained", _state(iter1={"stage_completed": "train"}), NextStep("iter1", "evaluate")),
     ("iter1 evaluated below max", _state(baseline=_ev(), iter1=_ev()), NextStep("iter1", "rca")),
     ("iter1 rca", _state(iter1={"stage_completed": "rca"}), NextStep("iter2", "routing")),
-    ("iter3 evaluated at max: no RCA after the final evaluate", _state(iter3=_ev()), NextStep("iter3", "finalize")),
-    ("iter2 evaluated, max 1 (past max)", _state(max_iterations=1, iter2=_ev()), NextStep("iter2", "finalize")),
-    ("iter2 passed", _state(iter2=_ev(True)), NextStep("iter2", "finalize")),
+    ("iter3 evaluated at max: no RCA after the final evaluate", _state(iter3=_ev()), NextStep("iter3", "loop_stop")),
+    ("iter2 evaluated, max 1 (past max)", _state(max_iterations=1, iter2=_ev()), NextStep("iter2", "loop_stop")),
+    ("iter2 passed", _state(iter2=_ev(True)), NextStep("iter2", "loop_stop")),
     ("iter entry without stage (reopened)", _state(iter2={"status": "in_progress"}), NextStep("iter2", "routing")),
     ("iter10 sorts after iter9", _state(iter9={"stage_completed": "rca"}, iter10={"stage_completed": "train"}),
      NextStep("iter10", "evaluate")),
@@ -291,10 +298,10 @@ def test_next_stage_table(name, state, expected):
 @pytest.mark.parametrize("damage", ["missing_last", "extra_line", "torn_line", "deleted"])
 def test_load_reconciles_loop_log(tmp_path, damage):
     rd = new_run(tmp_path, baseline=True)
-    commit(rd / STATE_FILE, "baseline", "evaluate",
-           eval_evidence(rd, "baseline", load_state(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+    commit(RunDir(rd).deft_state, "baseline", "evaluate",
+           eval_evidence(rd, "baseline", load_state(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
                          far_pass_scores=[0.1]), duration_s=1, summary="e")
-    log = rd / LOOP_LOG
+    log = RunDir(rd).loop_log
     lines = log.read_text().splitlines(keepends=True)
     if damage == "missing_last":  # SIGKILL between the state write and the log append
         log.write_text("".join(lines[:-1]))
@@ -304,10 +311,10 @@ def test_load_reconciles_loop_log(tmp_path, damage):
         log.write_text("".join(lines) + '{"seq": 3, "sta')
     else:
         log.unlink()
-    state = load_state(rd / STATE_FILE)
+    state = load_state(RunDir(rd).deft_state)
     assert log.read_text() == "".join(json.dumps(e) + "\n" for e in state["events"])
     assert [e["seq"] for e in _log(rd)] == [1, 2]
-    state = commit(rd / STATE_FILE, "baseline", "rca",
+    state = commit(RunDir(rd).deft_state, "baseline", "rca",
                    {"rca_gaps_parquet": str(parquet(rd / "baseline/rca_results/T/kpi_gaps.parquet", 1)),
                     "rca_threshold": 0.5, "rca_target_defects": []}, duration_s=1, summary="r")
     assert [e["seq"] for e in _log(rd)] == [1, 2, 3] == [e["seq"] for e in state["events"]]
@@ -317,18 +324,18 @@ def test_register_final_automl(tmp_path):
     rd = new_run(tmp_path, baseline=True)
     ck = ckpt(rd, "final_automl", 2, 40)
     ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.1, 0.2])
-    # the exact shape the lead's Phase 3 handoff passes (SPEC §7.2)
+    # the exact shape the pipeline's Phase 3 registration passes
     entry = {"status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
-             "parent_ckpt_path": load_state(rd / STATE_FILE)["iterations"]["baseline"]["best_ckpt_path"],
+             "parent_ckpt_path": load_state(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
              **{k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result", "threshold", "far_pct",
                                    "inference_csv")}}
-    state = register_final_automl(rd / STATE_FILE, entry, duration_s=4)
+    state = register_final_automl(RunDir(rd).deft_state, entry, duration_s=4)
     fa = state["iterations"]["final_automl"]
     assert fa["status"] == "complete" and fa["stage_completed"] == "evaluate" and fa["source"] == "automl_phase3"
     assert state["events"][-1]["iter"] == "final_automl" and state["events"][-1]["stage"] == "evaluate"
     # the spec's training_spec can also be a path anywhere (Phase 3 writes its own): must exist
     with pytest.raises(ValueError, match="stage_completed"):
-        register_final_automl(rd / STATE_FILE, dict(entry, stage_completed="train"))
+        register_final_automl(RunDir(rd).deft_state, dict(entry, stage_completed="train"))
     bad = dict(entry, training_spec=str(spec_file(rd, "x").with_name("nope.yaml")))
     with pytest.raises(EvidenceError, match="does not exist"):
-        register_final_automl(rd / STATE_FILE, bad)
+        register_final_automl(RunDir(rd).deft_state, bad)

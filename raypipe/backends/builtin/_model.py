@@ -24,7 +24,6 @@ from torch import nn
 
 from raypipe.backends.builtin._config import BACKBONE_WIDTHS, ModelConfig
 
-
 _STD_FLOOR = 0.05
 
 

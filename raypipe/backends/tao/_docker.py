@@ -56,7 +56,7 @@ def docker_version(client: Any | None = None) -> str | None:
     """Engine version (``"27.3.1"``), or None when no engine answers (pre-flight marks a BLOCKER)."""
     try:
         info = docker_client(client).version()
-    except Exception:  # noqa: BLE001 - any failure to reach the engine means "no docker" for pre-flight
+    except Exception:  # any failure to reach the engine means "no docker" for pre-flight
         return None
     version = info.get("Version") if isinstance(info, Mapping) else None
     return str(version) if version else None
@@ -70,7 +70,7 @@ def image_status(client: Any, image: str) -> ImageState:
         docker_client(client).images.get(image)
     except docker.errors.ImageNotFound:
         return "MISSING"
-    except Exception:  # noqa: BLE001 - engine down or unreachable
+    except Exception:  # engine down or unreachable
         return "UNKNOWN"
     return "PRESENT"
 
@@ -141,7 +141,7 @@ def registry_login(client: Any, policy: Mapping[str, Any] | None, *, registry: s
         raise ContainerPolicyError(f"registry login to {registry} needs {password_env} (UNSET)")
     try:
         docker_client(client).login(username=username, password=secret, registry=registry)
-    except Exception as exc:  # noqa: BLE001 - re-raised without the secret
+    except Exception as exc:  # re-raised without the secret
         text = str(exc).replace(secret, "***")
         raise ContainerPolicyError(f"registry login to {registry} as {username} failed: {text}") from None
     return "LOGGED_IN"
@@ -272,7 +272,7 @@ def run_container(client: Any, run: ContainerRun, log_path: Path, policy: Mappin
     finally:
         try:
             container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone; nothing else to clean up
+        except Exception:  # already gone; nothing else to clean up
             pass
 
 
