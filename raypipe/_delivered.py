@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-INFERENCE_SPEC = "best_model_inference_spec.yaml"
+from raypipe.rundir import RunDir
 
 
 class DeliverableError(ValueError):
@@ -84,11 +84,11 @@ def load_delivered(best_model_json: str | Path) -> DeliveredModel:
     ckpt = relocate(record["checkpoint"], run_dir)
     if not ckpt.is_file():
         raise DeliverableError(f"{ckpt}: checkpoint named by {path} not found")
-    spec_path = run_dir / INFERENCE_SPEC
+    spec_path = RunDir(run_dir).inference_spec
     if not spec_path.is_file():
         recorded = record.get("training_spec")
         if not isinstance(recorded, str) or not recorded:
-            raise DeliverableError(f"{path}: no {INFERENCE_SPEC} beside it and no 'training_spec' path in it")
+            raise DeliverableError(f"{path}: no {spec_path.name} beside it and no 'training_spec' path in it")
         spec_path = relocate(recorded, run_dir)
     try:
         spec = load_spec(spec_path)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.backends.builtin import BuiltinTrainer
-from raypipe.deft.finalize import INFERENCE_SPEC, inference_spec
+from raypipe.deft.finalize import inference_spec
 from raypipe.metrics import MetricContract, evaluate_inference_csv
+from raypipe.rundir import RunDir
 from raypipe.spec import dump_spec, load_spec, set_dotted
 
 
@@ -51,7 +52,7 @@ def make_delivered(template: Path, root: Path) -> Delivered:
         "metric_contract": MetricContract().to_dict(), "metric_result": result, "iteration": "baseline",
         "backbone": None, "backbone_type": spec["model"]["backbone"]["type"], "images_dir": str(images),
         "training_spec": str(training_spec), "far_pct": result["value"]})
-    atomic_write_text(rd / INFERENCE_SPEC,
+    atomic_write_text(RunDir(rd).inference_spec,
                       dump_spec(inference_spec(load_spec(training_spec), res.best_val_ckpt, result["threshold"])))
     return Delivered(ws, rd, rd / "best_model.json", Path(res.best_val_ckpt), float(result["threshold"]),
                      float(result["value"]), kpi, images, Path(inf), spec)
