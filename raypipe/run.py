@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     a = _parser().parse_args(argv)
+    _quiet_mlflow(a)
     try:
         cfg, changed = resolve_config(a)
     except ConfigError as exc:
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with ray_session(cfg.ray_address):
         return _run(a, cfg, changed, workspace, rd)
+
+
+def _quiet_mlflow(a: argparse.Namespace) -> None:
+    """MLflow's chatter off unless ``--verbose``: before Ray starts, so its workers inherit the setting."""
+    from raypipe.tracking import set_mlflow_verbosity
+
+    set_mlflow_verbosity(bool(getattr(a, "verbose", False)))
 
 
 def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None) -> int:
@@ -204,8 +212,14 @@ def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Prefl
 
 def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]) -> int:
     from raypipe.pipeline import Pipeline, print_summary
+    from raypipe.tracking import StoreError
 
-    tracking = _start_tracking(cfg, rd)
+    try:
+        tracking = _start_tracking(cfg, rd)
+    except StoreError as exc:  # a store raypipe will not repair: say which file, start nothing
+        print(f"error: MLflow tracking store: {exc}\nFix or move it (or set tracking.enabled=false), then resume:\n"
+              f"  {resume_command(rd)}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"\nrun dir: {rd.root}")
     status = "FAILED"
     try:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import add_sealed_test_split
+
 
 @pytest.fixture(scope="session")
 def image_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -15,18 +17,6 @@ def image_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _private_image_cache(image_cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The image check caches in $XDG_CACHE_HOME/raypipe: keep the tests' entries out of ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(image_cache_home))
-
-
-def add_sealed_test_split(ws: Path) -> Path:
-    """Move half of each KPI label's rows to ``test/testing_set.csv`` (the demo does not write one
-    yet): both sets keep PASS and defect rows, and no image is shared."""
-    from raypipe.workspace import CSV_FILES, TEST_CSV, read_rows, write_rows
-
-    kpi = read_rows(ws / CSV_FILES["kpi"])
-    to_test = kpi.groupby("label", sort=False).cumcount() % 2 == 1
-    write_rows(kpi[~to_test], ws / CSV_FILES["kpi"])
-    write_rows(kpi[to_test], ws / TEST_CSV)
-    return ws
 
 
 @pytest.fixture(scope="session")
