@@ -42,18 +42,27 @@ RARE_KINDS = ("foreign_material", "polarity")
 COMMON_KINDS = tuple(k for k in DEFECT_KINDS if k not in RARE_KINDS)
 PROJECTS = ("proj_alpha", "proj_bravo", "proj_charlie")
 
+# The sealed test split: same schema and distribution as the KPI set, its own boards and files. No
+# stage, sweep or selection reads it; it scores the delivered model on data the run never touched.
+TEST_CSV = "test/testing_set.csv"
+SPLIT_CSVS = {**CSV_FILES, "test": TEST_CSV}
+
 # rows per label at scale 1.0: (PASS, each common kind, each rare kind), and the floors kept at tiny
-# scales so that every split still has every kind it needs (KPI and validation always have defects)
+# scales so that every split still has every kind it needs (KPI, test and validation always have
+# every defect kind; train never has a rare one). The pool is large and PASS-heavy: the rare kinds
+# are about 2 % of it each, so the rows that teach them must be found, not drawn by luck.
 _BASE = {
-    "train": (539, 11, 3),
-    "validation": (179, 3, 3),
-    "kpi": (265, 5, 5),
-    "pool": (1070, 8, 45),
+    "train": (560, 24, 0),
+    "validation": (200, 4, 4),
+    "kpi": (260, 6, 8),
+    "test": (260, 6, 8),
+    "pool": (2000, 10, 40),
 }
 _FLOOR = {
-    "train": (20, 2, 2),
+    "train": (20, 2, 0),
     "validation": (6, 1, 1),
     "kpi": (8, 2, 2),
+    "test": (8, 2, 2),
     "pool": (20, 1, 4),
 }
 CONTAINER_ROOT = "/data/datasets/raypipe_demo"
@@ -71,6 +80,9 @@ class DemoSettings:
     boards_min: int = 16  # components per board
     boards_max: int = 32
     workers: int | None = None  # image-writing processes; None: up to 4 when the workspace is large
+    # rows per split as (PASS, each common kind, each rare kind), replacing the scaled plan: small
+    # purpose-built workspaces for tests and benchmarks (splits left out get no rows)
+    counts: dict[str, tuple[int, int, int]] | None = None
 
 
 def demo_lights(count: int) -> tuple[str, ...]:
@@ -85,15 +97,19 @@ def plan_counts(scale: float) -> dict[str, dict[str, int]]:
     """Rows per label for each split at ``scale`` (floors keep tiny workspaces usable)."""
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    plan: dict[str, dict[str, int]] = {}
-    for split, (n_pass, n_common, n_rare) in _BASE.items():
-        f_pass, f_common, f_rare = _FLOOR[split]
-        counts = {"PASS": max(f_pass, round(n_pass * scale))}
-        for kind in DEFECT_KINDS:
-            base, floor = (n_rare, f_rare) if kind in RARE_KINDS else (n_common, f_common)
-            counts[kind] = max(floor, round(base * scale))
-        plan[split] = counts
-    return plan
+    return {split: _label_counts(tuple(max(f, round(n * scale)) for n, f in zip(_BASE[split], _FLOOR[split])))
+            for split in _BASE}
+
+
+def _label_counts(per_group: tuple[int, ...]) -> dict[str, int]:
+    n_pass, n_common, n_rare = per_group
+    return {"PASS": n_pass, **{k: n_rare if k in RARE_KINDS else n_common for k in DEFECT_KINDS}}
+
+
+def _plan(settings: DemoSettings) -> dict[str, dict[str, int]]:
+    if settings.counts is None:
+        return plan_counts(settings.scale)
+    return {split: _label_counts(settings.counts.get(split, (0, 0, 0))) for split in _BASE}
 
 
 def baseline_spec(lights: tuple[str, ...] = DEFAULT_LIGHTS, image_size: int = 64) -> dict[str, Any]:
@@ -159,6 +175,10 @@ def baseline_spec(lights: tuple[str, ...] = DEFAULT_LIGHTS, image_size: int = 64
     }
 
 
+_ROW_COLUMNS = ("input_path", "golden_path", "label", "object_name", "boardname", "project", "comp_type_1",
+                "row_seed")
+
+
 def plan_rows(settings: DemoSettings) -> dict[str, pd.DataFrame]:
     """The rows of every split (with a private ``row_seed`` column driving each row's images)."""
     rng = np.random.default_rng(settings.seed)
@@ -166,7 +186,7 @@ def plan_rows(settings: DemoSettings) -> dict[str, pd.DataFrame]:
     weights = np.array([PASS_TYPE_WEIGHTS[t] for t in types])
     board_serial = 1000
     out: dict[str, pd.DataFrame] = {}
-    for split, counts in plan_counts(settings.scale).items():
+    for split, counts in _plan(settings).items():
         labels = [lab for lab, n in counts.items() for _ in range(n)]
         labels = [labels[i] for i in rng.permutation(len(labels))]
         records: list[dict[str, Any]] = []
@@ -200,7 +220,7 @@ def plan_rows(settings: DemoSettings) -> dict[str, pd.DataFrame]:
                     "row_seed": int(rng.integers(0, 2**63 - 1)),
                 })
             start += size
-        out[split] = pd.DataFrame.from_records(records)
+        out[split] = pd.DataFrame.from_records(records, columns=_ROW_COLUMNS)
     return out
 
 
@@ -304,7 +324,7 @@ def _build(ws: Path, settings: DemoSettings) -> None:
     else:
         _run_workers(ws, jobs, settings.lights, styles, settings.image_size, workers)
     for split, df in splits.items():
-        write_rows(df.drop(columns=["row_seed"]), ws / CSV_FILES[split])
+        write_rows(df.drop(columns=["row_seed"]), ws / SPLIT_CSVS[split])
     spec = baseline_spec(settings.lights, settings.image_size)
     atomic_write_text(ws / SPEC_FILE, dump_spec(spec))
     atomic_write_json(ws / "demo_manifest.json", {
@@ -314,5 +334,6 @@ def _build(ws: Path, settings: DemoSettings) -> None:
         "lights": list(settings.lights),
         "image_size": settings.image_size,
         "rare_kinds": list(RARE_KINDS),
+        "csv_files": dict(SPLIT_CSVS),
         "counts": {split: df["label"].value_counts().sort_index().to_dict() for split, df in splits.items()},
     })

@@ -29,8 +29,6 @@ _MATERIALS: dict[str, tuple[dict[str, tuple[float, float, float]], float]] = {
     "body_ic": ({"low_angle": (0.16, 0.16, 0.18), "solder": (0.09, 0.09, 0.10)}, 0.0),
     "marking": ({"low_angle": (0.70, 0.70, 0.68), "solder": (0.35, 0.35, 0.34)}, 0.0),
     "band": ({"low_angle": (0.75, 0.75, 0.78), "solder": (0.45, 0.45, 0.48)}, 0.0),
-    # pin-1 mark: a dark pit under grazing light, a matte (brighter) etched spot under coaxial light
-    "dimple": ({"low_angle": (0.06, 0.06, 0.07), "solder": (0.30, 0.30, 0.32)}, 0.0),
     "debris_light": ({"low_angle": (0.92, 0.88, 0.70), "solder": (0.35, 0.33, 0.28)}, 0.0),
     "debris_dark": ({"low_angle": (0.05, 0.04, 0.03), "solder": (0.10, 0.08, 0.06)}, 0.0),
 }
