@@ -324,10 +324,12 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
             if grow:
                 out.append(part.disc(u, s * (hw + 6.5), p[1] * 0.8, "tin", 0.6))
     out.append(part.rect(-hl, -hw, hl, hw, "body_ic", 0.8, tint=c.tint))
-    cu = (-1 if c.pin1_corner in (0, 3) else 1) * (hl - 4.0)
-    cv = (-1 if c.pin1_corner in (0, 1) else 1) * (hw - 4.0)
-    # pin-1 mark: a printed dot about 4.5 px across (a 3-px dark dimple was near-invisible at 64 px)
-    out.append(part.disc(cu, cv, 2.3, "marking", 0.81))
+    # pin-1 mark: a white printed dot about 4.5 px across, kept 4 px clear of the body's edge. A 3-px
+    # dark dimple near the edge was invisible at 64 px: within the 2-px misalignment band of the
+    # bright body edge it reads as that edge's echo.
+    cu = (-1 if c.pin1_corner in (0, 3) else 1) * (hl - 6.5)
+    cv = (-1 if c.pin1_corner in (0, 1) else 1) * (hw - 6.5)
+    out.append(part.disc(cu, cv, 2.3, "pin1_dot", 0.81))
     if kind == "bridge":
         i, s = int(p[0]), int(p[1])
         v0, v1 = sorted((s * (hw + 3.0), s * (hw + 7.0)))

@@ -64,7 +64,7 @@ def resolve_runtime(device: str, amp: bool | str = "auto") -> Runtime:
 def lr_at_epoch(policy: str, lr: float, epoch_index: int, num_epochs: int) -> float:
     """Learning rate of 0-based epoch ``epoch_index`` (TAO's per-epoch LambdaLR/StepLR).
 
-    linear: ``lr * (1 - epoch/(num_epochs+1))`` (SPEC §2.2); step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
+    linear: ``lr * (1 - epoch/(num_epochs+1))``, TAO's linear policy; step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
     """
     if policy == "linear":
         return lr * (1.0 - epoch_index / float(num_epochs + 1))
