@@ -6,6 +6,8 @@ For every seed, trains the built-in backend with the workspace's own spec on
   perfect miner would add);
 - ``random``: the training set plus the same number of pool rows drawn at random (the control a
   miner has to beat: a PASS-heavy pool gives it a few rare rows by luck);
+- ``sdg`` (opt-in via ``--arms``): the training set plus as many synthetic rows of the rare kinds,
+  drawn by the built-in SDG recipes onto training goldens (what the loop's synthesis can add);
 and, with ``--finetune``, ``oracle_ft`` / ``random_ft``: the same additions, warm-started from that
 seed's ``train`` checkpoint with the fine-tune recipe (``--ft-set``), as a DEFT iteration trains.
 
@@ -40,7 +42,7 @@ from raypipe.spec import load_spec, set_dotted
 from raypipe.workspace import CSV_FILES, RARE_KINDS, generate_demo, is_defect, read_rows, write_rows
 
 TEST_CSV = "test/testing_set.csv"
-SCRATCH_ARMS = ("train", "oracle", "random")
+SCRATCH_ARMS = ("train", "oracle", "random", "sdg")
 FINETUNE_ARMS = ("oracle_ft", "random_ft")
 
 
@@ -62,12 +64,43 @@ def rare_kinds(ws: Path) -> tuple[str, ...]:
     return RARE_KINDS
 
 
-def extra_rows(ws: Path, arm: str, seed: int) -> pd.DataFrame:
-    """The pool rows an arm adds to the training set (empty for ``train``)."""
+def synthetic_rows(ws: Path, out: Path, n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows of the rare kinds drawn by the built-in SDG recipes onto training goldens, made to
+    look like captures (what the DEFT loop's synthesis adds), images under ``out``, absolute paths."""
+    from PIL import Image
+
+    from raypipe.deft._recipes import apply_recipe, capture_like, recipe_for, sample_geometry
+
+    rng = np.random.default_rng(20_000 + seed)
+    train = read_rows(ws / CSV_FILES["train"])
+    lights = list(load_spec(ws / "specs" / "baseline_spec.yaml")["dataset"]["classify"]["input_map"])
+    kinds, records = rare_kinds(ws), []
+    for i in range(n):
+        src = train.iloc[int(rng.integers(len(train)))]
+        label = kinds[i % len(kinds)]
+        goldens = [np.asarray(Image.open(ws / "images" / src.golden_path / f"{src.object_name}_{lt}.png"),
+                              dtype=np.float64) / 255.0 for lt in lights]
+        geom = sample_geometry(recipe_for(label, {}), goldens, rng)
+        ng = capture_like([apply_recipe(g, geom, k) for k, g in enumerate(goldens)], rng)
+        name = f"SDG{i}"
+        for kind, imgs in (("capture", ng), ("golden", goldens)):
+            d = out / "sdg_images" / kind
+            d.mkdir(parents=True, exist_ok=True)
+            for lt, img in zip(lights, imgs):
+                Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(d / f"{name}_{lt}.png")
+        records.append({"input_path": str(out / "sdg_images" / "capture"), "golden_path": str(out / "sdg_images" / "golden"),
+                        "label": label, "object_name": name})
+    return pd.DataFrame.from_records(records)
+
+
+def extra_rows(ws: Path, arm: str, seed: int, out: Path | None = None) -> pd.DataFrame:
+    """The rows an arm adds to the training set (empty for ``train``)."""
     pool = read_rows(ws / CSV_FILES["pool"])
     rare = pool[pool["label"].isin(rare_kinds(ws))]
     if arm == "train":
         return pool.iloc[:0]
+    if arm == "sdg":
+        return synthetic_rows(ws, out or Path("."), len(rare), seed)
     if arm.startswith("oracle"):
         return rare
     if arm.startswith("random"):
@@ -86,9 +119,10 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def run_arm(ws: Path, out: Path, arm: str, seed: int, spec: dict[str, Any], trainer: BuiltinTrainer,
             init_ckpt: Path | None) -> dict[str, Any]:
     images = ws / "images"
-    added = extra_rows(ws, arm, seed)
+    added = extra_rows(ws, arm, seed, out)
     train_csv = out / "train.csv"
-    write_rows(pd.concat([read_rows(ws / CSV_FILES["train"]), added], ignore_index=True), train_csv)
+    out.mkdir(parents=True, exist_ok=True)
+    write_rows(pd.concat([read_rows(ws / CSV_FILES["train"]), added], ignore_index=True).fillna(""), train_csv)
     val_csv = ws / CSV_FILES["validation"]
     test_csv = ws / TEST_CSV if (ws / TEST_CSV).is_file() else ws / CSV_FILES["kpi"]
     t0 = time.perf_counter()
@@ -134,7 +168,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--demo-seed", type=int, default=0)
     ap.add_argument("--smoke-test", action="store_true", help="scale-0.1 demo, 1 epoch, 1 seed (seconds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(SCRATCH_ARMS), choices=SCRATCH_ARMS + FINETUNE_ARMS)
+    ap.add_argument("--arms", nargs="+", default=["train", "oracle", "random"], choices=SCRATCH_ARMS + FINETUNE_ARMS)
     ap.add_argument("--finetune", action="store_true", help="add the warm-started arms oracle_ft and random_ft")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,10 +19,17 @@ from raypipe.metrics import far_at_recall
 from raypipe.spec import load_spec, nest_dotted
 from raypipe.workspace import CSV_FILES, RARE_KINDS, DemoSettings, generate_demo, is_defect, read_rows, write_rows
 
-# (PASS, each common kind, each rare kind) per split: a quarter of the demo's training set and a
-# validation set with every kind; the pool holds only the rare kinds' rows (the oracle's additions).
-GUARD_COUNTS = {"train": (140, 8, 0), "validation": (70, 2, 3), "pool": (0, 0, 14)}
-GUARD_EPOCHS = 6
+# (PASS, each common kind, each rare kind) per split: a quarter of the demo's training set, a validation
+# set with every kind (6 rows of each rare kind), and a pool that holds only the rare kinds' rows (the
+# oracle's additions). The demo's own spec, 8 epochs: about 25 s of training on one core.
+GUARD_COUNTS = {"train": (140, 8, 0), "validation": (70, 2, 6), "pool": (0, 0, 14)}
+GUARD_EPOCHS = 8
+# Bounds calibrated on demo seeds 1-6 (same sizes): train + pool rows reached validation FAR 0 % in 5
+# of 6 and 11.4 % in one (a common-kind row; the validation set has 2 per common kind); FAR at the
+# rare kinds' own 100 % recall ≤ 1.4 % in all 6; the training set alone 30-74 % on the rare kinds.
+ORACLE_FAR_MAX = 15.0
+ORACLE_RARE_FAR_MAX = 5.0
+TRAIN_RARE_FAR_MIN = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,7 @@ def guard(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float
     spec = nest_dotted({"train.num_epochs": GUARD_EPOCHS}, spec)
     train = read_rows(ws / CSV_FILES["train"])
     pool = read_rows(ws / CSV_FILES["pool"])
+    assert len(pool) and set(pool["label"]) == set(RARE_KINDS) and not set(train["label"]) & set(RARE_KINDS)
     val_csv, images = ws / CSV_FILES["validation"], ws / "images"
     trainer = BuiltinTrainer(device="cpu", num_threads=1)
     out: dict[str, dict[str, float]] = {}
@@ -55,15 +62,10 @@ def _fars(scored: pd.DataFrame) -> dict[str, float]:
 
 
 def test_pool_rows_of_the_rare_kinds_teach_them(guard) -> None:
-    assert guard["oracle"]["far"] <= 5.0, guard
+    assert guard["oracle"]["rare_far"] <= ORACLE_RARE_FAR_MAX, guard
+    assert guard["oracle"]["far"] <= ORACLE_FAR_MAX, guard
 
 
 def test_training_set_alone_misses_the_rare_kinds(guard) -> None:
-    assert guard["train"]["rare_far"] >= 30.0, guard
-    assert guard["train"]["rare_far"] >= guard["oracle"]["rare_far"] + 25.0, guard
-
-
-def test_guard_demo_has_the_rare_kinds_only_in_validation_and_pool(guard, tmp_path) -> None:
-    counts = {split: dict(zip(("PASS", "common", "rare"), c)) for split, c in GUARD_COUNTS.items()}
-    assert counts["train"]["rare"] == 0 and counts["pool"]["rare"] > 0 and counts["validation"]["rare"] > 0
-    assert np.isfinite(guard["train"]["far"])
+    assert guard["train"]["rare_far"] >= TRAIN_RARE_FAR_MIN, guard
+    assert guard["train"]["rare_far"] >= guard["oracle"]["rare_far"] + TRAIN_RARE_FAR_MIN, guard
