@@ -86,7 +86,7 @@ def synthetic_rows(ws: Path, out: Path, n: int, seed: int) -> pd.DataFrame:
         for kind, imgs in (("capture", ng), ("golden", goldens)):
             d = out / "sdg_images" / kind
             d.mkdir(parents=True, exist_ok=True)
-            for lt, img in zip(lights, imgs):
+            for lt, img in zip(lights, imgs, strict=True):
                 Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(d / f"{name}_{lt}.png")
         records.append({"input_path": str(out / "sdg_images" / "capture"), "golden_path": str(out / "sdg_images" / "golden"),
                         "label": label, "object_name": name})

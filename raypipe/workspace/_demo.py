@@ -105,7 +105,7 @@ def plan_counts(scale: float) -> dict[str, dict[str, int]]:
     """Rows per label for each split at ``scale`` (floors keep tiny workspaces usable)."""
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    return {split: _label_counts(tuple(max(f, round(n * scale)) for n, f in zip(_BASE[split], _FLOOR[split])))
+    return {split: _label_counts(tuple(max(f, round(n * scale)) for n, f in zip(_BASE[split], _FLOOR[split], strict=True)))
             for split in _BASE}
 
 
@@ -302,7 +302,7 @@ def _run_workers(ws: Path, jobs: list[ImageJob], lights: tuple[str, ...], styles
                                         stdout=subprocess.DEVNULL, stderr=log)
             procs.append((proc, job_file, log_file))
         failures = []
-        for proc, job_file, log_file in procs:
+        for proc, _, log_file in procs:
             if proc.wait() != 0:
                 tail = log_file.read_text(encoding="utf-8", errors="replace")[-2000:]
                 failures.append(f"image worker exited with {proc.returncode}:\n{tail}")

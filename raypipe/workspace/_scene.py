@@ -268,7 +268,7 @@ def _chip(c: Component, kind: str | None, p: tuple[float, ...], footprint_end: i
     if c.ctype != "diode":
         out += [part.rect(-hl, -hw, -hl + term, hw, "tin", 0.6), part.rect(hl - term, -hw, hl, hw, "tin", 0.6)]
     if c.ctype == "resistor":
-        for k, h in zip((-4.0, -0.5, 3.0), c.marking):
+        for k, h in zip((-4.0, -0.5, 3.0), c.marking, strict=True):
             out.append(part.rect(k, -2.0 * h, k + 2.2, 2.0 * h, "marking", 0.61))
     if c.ctype == "diode":
         # cathode band, 5 units wide: a reversed diode moves it to the other end (the board's cathode
@@ -312,7 +312,8 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
                 v0, v1 = sorted((s * (hw + 2.8), s * (hw + 7.2)))
                 out.append(board.rect(u - pin_w / 2, v0, u + pin_w / 2, v1, "paste", 0.1))
         return out
-    part = _Frame(c, p[1] * 0.7 if kind == "shift" else 0.0, 0.0)
+    # a shift of the whole part by 3–5 units: less would hide inside the 2-px capture misalignment
+    part = _Frame(c, p[1] if kind == "shift" else 0.0, 0.0)
     for s in (-1, 1):
         for i, u in enumerate(centres):
             v0, v1 = sorted((s * hw, s * (hw + 6.0)))
@@ -322,7 +323,8 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
             h0, h1 = (0.3, 0.05) if s > 0 else (0.05, 0.3)
             out.append(part.ramp(u - pin_w / 2, f0, u + pin_w / 2, f1, "tin", h0, h1, "v"))
             if grow:
-                out.append(part.disc(u, s * (hw + 6.5), p[1] * 0.8, "tin", 0.6))
+                # a blob 6–9 px across: smaller ones vanish among the pin-edge echoes at 64 px
+                out.append(part.disc(u, s * (hw + 6.5), p[1], "tin", 0.7))
     out.append(part.rect(-hl, -hw, hl, hw, "body_ic", 0.8, tint=c.tint))
     # pin-1 mark: a white printed dot about 4.5 px across, kept 4 px clear of the body's edge. A 3-px
     # dark dimple near the edge was invisible at 64 px: within the 2-px misalignment band of the
@@ -351,8 +353,8 @@ def _transistor(c: Component, kind: str | None, p: tuple[float, ...], footprint_
             v0, v1 = sorted((s * (hw + 1.8), s * (hw + 5.2)))
             out.append(board.rect(u - 1.9, v0, u + 1.9, v1, "paste", 0.1))
         return out
-    du = p[1] * 0.6 if kind == "shift" and p[0] else 0.0
-    dv = p[1] * 0.6 if kind == "shift" and not p[0] else 0.0
+    du = p[1] if kind == "shift" and p[0] else 0.0
+    dv = p[1] if kind == "shift" and not p[0] else 0.0
     part = _Frame(c, du, dv)
     # legs_up flips which side carries the two legs: a rotated (reversed) part
     legs = [(u, c.legs_up) for u in up_legs] + [(u, -c.legs_up) for u in down_legs]
@@ -364,6 +366,6 @@ def _transistor(c: Component, kind: str | None, p: tuple[float, ...], footprint_
         out.append(part.ramp(u - 1.6, f0, u + 1.6, f1, "tin", h0, h1, "v"))
     if kind == "excess_solder":
         u, s = legs[int(p[2]) % len(legs)]
-        out.append(part.disc(u, s * (hw + 4.5), p[1] * 0.7, "tin", 0.6))
+        out.append(part.disc(u, s * (hw + 4.5), p[1], "tin", 0.7))
     out.append(part.rect(-hl, -hw, hl, hw, "body_ic", 0.55, tint=c.tint))
     return out
