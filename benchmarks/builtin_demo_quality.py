@@ -9,7 +9,8 @@ For every seed, trains the built-in backend with the workspace's own spec on
 - ``sdg`` (opt-in via ``--arms``): the training set plus as many synthetic rows of the rare kinds,
   drawn by the built-in SDG recipes onto training goldens (what the loop's synthesis can add);
 and, with ``--finetune``, ``oracle_ft`` / ``random_ft``: the same additions, warm-started from that
-seed's ``train`` checkpoint with the fine-tune recipe (``--ft-set``), as a DEFT iteration trains.
+seed's ``train`` checkpoint at ``--ft-lr-scale`` (default 0.25) of the spec's lr, as a DEFT iteration
+trains (``--ft-set`` overrides more keys for those arms).
 
 Each arm's best-validation checkpoint is scored on the validation split and on the sealed test split
 (``test/testing_set.csv``; the KPI set when a workspace has none): FAR at 100 % recall, AUROC, and
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     help="dotted spec override for every arm (repeatable), e.g. --set train.optim.lr=0.001")
     ap.add_argument("--ft-set", dest="ft_overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="dotted spec override for the warm-started arms, applied after --set")
+    ap.add_argument("--ft-lr-scale", type=float, default=0.25,
+                    help="warm-started arms train at this fraction of the spec's lr (phase2.finetune_lr_scale)")
     ap.add_argument("--json", type=Path, default=None, help="also write every result to this file")
     ap.add_argument("--keep", type=Path, default=None,
                     help="write checkpoints and inference CSVs here (default: a temp dir, removed after)")
@@ -198,7 +201,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if note:
             print(note)
         spec = apply_overrides(spec, overrides)
-        ft_spec = apply_overrides(json.loads(json.dumps(spec)), args.ft_overrides)
+        ft_spec = json.loads(json.dumps(spec))
+        set_dotted(ft_spec, "train.optim.lr", float(spec["train"]["optim"]["lr"]) * args.ft_lr_scale)
+        ft_spec = apply_overrides(ft_spec, args.ft_overrides)
         trainer = BuiltinTrainer(device=args.device, num_threads=args.threads)
         for seed in seeds:
             base_ckpt: Path | None = None
@@ -214,7 +219,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       f"{r['test_split']} FAR {r['test']['far_pct']:.1f}% AUROC {r['test']['auroc']:.3f} | "
                       f"best epoch {r['best_epoch']}, per-epoch val FAR {r['per_epoch_val_far']}, "
                       f"{r['train_wall_s']:.1f}s wall, {r['train_cpu_s']:.1f}s CPU", flush=True)
-    print(f"\nmean ± sd over seeds {seeds} (overrides {overrides}; fine-tune {args.ft_overrides}):")
+    print(f"\nmean ± sd over seeds {seeds} (overrides {overrides}; fine-tune lr x{args.ft_lr_scale} "
+          f"{args.ft_overrides}):")
     for line in summarise(results):
         print(line)
     if args.json:

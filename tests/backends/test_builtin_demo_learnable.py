@@ -9,7 +9,6 @@ be caught without their rows, this fails.
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 
