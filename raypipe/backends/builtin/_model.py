@@ -10,7 +10,7 @@ Shape of the network, and why:
   pixel difference ``x_cap − x_gold``, and two **envelope differences** (what the capture shows
   outside the golden's local range within 2 px, and the reverse). A network that pools before it
   compares averages a 3-px speck or a polarity dot away; a plain difference of a capture that sits
-  1–2 px off its golden lights up every edge and buries the speck. Measured on the demo (train +
+  1–2 px off its golden lights up every edge and buries the speck. Measured on an earlier demo (train +
   the pool's rare-kind rows, 8 epochs, lr 1e-3, seeds 0–1): test FAR@100 %R 59.8 % → 7.9 %, AUROC
   0.95 → 0.99 with the envelope channels, for 13 % more time per step.
 * Lights are fused per ``concat_type`` (``linear``: stacked channels; ``grid``: tiled per ``grid_map``).
