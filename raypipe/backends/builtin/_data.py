@@ -109,7 +109,7 @@ def load_image_set(rows: pd.DataFrame, images_dir: Path, cfg: DataConfig, *, sou
 
 
 def read_csv_rows(path: Path) -> pd.DataFrame:
-    """Read a workspace CSV (all strings) with labels normalised (SPEC §2.1)."""
+    """Read a workspace CSV (all strings) with labels normalised (PASS spellings to ``PASS``)."""
     from raypipe.workspace._rows import read_rows
 
     rows = read_rows(path)

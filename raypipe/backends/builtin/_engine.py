@@ -28,6 +28,26 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
 
+@contextlib.contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Deterministic kernels for the duration of a run, previous settings restored after.
+
+    On CPU every op this backend uses has a deterministic kernel, so a seeded run is bit-identical
+    (at the same thread count: oneDNN splits reductions by thread). On CUDA a few ops have none and
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``; ``warn_only`` keeps those runs going, reproducible
+    as far as the hardware allows, instead of failing them.
+    """
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
+
+
 def resolve_runtime(device: str, amp: bool | str = "auto") -> Runtime:
     """``auto`` → CUDA when available. bf16 autocast only on CUDA (on CPU it is slower for these convs)."""
     if device == "auto":
@@ -44,7 +64,7 @@ def resolve_runtime(device: str, amp: bool | str = "auto") -> Runtime:
 def lr_at_epoch(policy: str, lr: float, epoch_index: int, num_epochs: int) -> float:
     """Learning rate of 0-based epoch ``epoch_index`` (TAO's per-epoch LambdaLR/StepLR).
 
-    linear: ``lr * (1 - epoch/(num_epochs+1))`` (SPEC §2.2); step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
+    linear: ``lr * (1 - epoch/(num_epochs+1))``, TAO's linear policy; step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
     """
     if policy == "linear":
         return lr * (1.0 - epoch_index / float(num_epochs + 1))
