@@ -35,7 +35,7 @@ import pandas as pd
 from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.spec import dump_spec
 from raypipe.workspace._demo_images import ImageJob, write_images
-from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
+from raypipe.workspace._layout import ALL_CSV_FILES, CSV_FILES, SPEC_FILE
 from raypipe.workspace._render import STYLES
 from raypipe.workspace._rows import write_rows
 from raypipe.workspace._scene import DEFECT_KINDS, DEFECT_TYPES, DESIGNATOR, PASS_TYPE_WEIGHTS
@@ -50,8 +50,6 @@ PROJECTS = ("proj_alpha", "proj_bravo", "proj_charlie")
 
 # The sealed test split: same schema and distribution as the KPI set, its own boards and files. No
 # stage, sweep or selection reads it; it scores the delivered model on data the run never touched.
-TEST_CSV = "test/testing_set.csv"
-SPLIT_CSVS = {**CSV_FILES, "test": TEST_CSV}
 
 # rows per label at scale 1.0: (PASS, each common kind, each rare kind), and the floors kept at tiny
 # scales so that every split still has every kind it needs (KPI, test and validation always have
@@ -339,7 +337,7 @@ def _build(ws: Path, settings: DemoSettings) -> None:
     else:
         _run_workers(ws, jobs, settings.lights, styles, settings.image_size, workers)
     for split, df in splits.items():
-        write_rows(df.drop(columns=["row_seed"]), ws / SPLIT_CSVS[split])
+        write_rows(df.drop(columns=["row_seed"]), ws / ALL_CSV_FILES[split])
     spec = baseline_spec(settings.lights, settings.image_size)
     atomic_write_text(ws / SPEC_FILE, dump_spec(spec))
     atomic_write_json(ws / "demo_manifest.json", {
@@ -349,6 +347,6 @@ def _build(ws: Path, settings: DemoSettings) -> None:
         "lights": list(settings.lights),
         "image_size": settings.image_size,
         "rare_kinds": list(RARE_KINDS),
-        "csv_files": dict(SPLIT_CSVS),
+        "csv_files": dict(ALL_CSV_FILES),
         "counts": {split: df["label"].value_counts().sort_index().to_dict() for split, df in splits.items()},
     })

@@ -8,6 +8,7 @@ types and the defects each can carry are the ones AOI engineers meet on SMT line
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def random_component(ctype: str, rng: np.random.Generator, need_neighbour: bool 
         else:
             x = float(rng.uniform(2, 62))
             traces.append((x, 0.0, x + float(rng.uniform(1.5, 3.0)), 64.0))
-    common = dict(
+    common: dict[str, Any] = dict(
         ctype=ctype,
         cx=32.0 + float(rng.uniform(-2, 2)),
         cy=32.0 + float(rng.uniform(-2, 2)),

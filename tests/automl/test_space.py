@@ -26,7 +26,8 @@ def test_default_space_parses_with_spec_defaults() -> None:
     params = {p.key: p for p in parse_search_space(DEFAULT_SPACE, BASE)}
     assert list(params) == list(DEFAULT_SPACE)
     lr = params["train.optim.lr"]
-    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 5e-6, 5e-4, True)
+    want = DEFAULT_SPACE["train.optim.lr"]
+    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", want["valid_min"], want["valid_max"], True)
     assert params["train.classify.cls_weight[1]"].log and params["train.classify.cls_weight[1]"].kind == "float"
     ldm = params["model.classify.learnable_difference_modules"]
     assert (ldm.kind, ldm.low, ldm.high) == ("int", 2, 8)

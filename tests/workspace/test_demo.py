@@ -21,8 +21,8 @@ from raypipe.workspace import (
     plan_counts,
     read_rows,
 )
-from raypipe.workspace._demo import SPLIT_CSVS, TEST_CSV
 from raypipe.workspace._demo_images import png_bytes
+from raypipe.workspace._layout import ALL_CSV_FILES, TEST_CSV
 from raypipe.workspace._render import rasterise, shade
 from raypipe.workspace._scene import DEFECT_TYPES, build_scene, random_component, random_defect
 
@@ -57,7 +57,7 @@ def test_demo_has_tao_layout_and_passes_check(tiny_workspace_template: Path) -> 
 def test_demo_every_row_has_its_own_files(tiny_workspace_template: Path) -> None:
     ws = tiny_workspace_template
     seen: dict[str, str] = {}
-    for which, rel in SPLIT_CSVS.items():
+    for which, rel in ALL_CSV_FILES.items():
         df = read_rows(ws / rel)
         for r in df.itertuples():
             for d in (r.input_path, r.golden_path):
@@ -68,7 +68,7 @@ def test_demo_every_row_has_its_own_files(tiny_workspace_template: Path) -> None
 
 def test_sealed_test_split_has_its_own_boards_and_the_kpi_schema(tiny_workspace_template: Path) -> None:
     ws = tiny_workspace_template
-    frames = {which: read_rows(ws / rel) for which, rel in SPLIT_CSVS.items()}
+    frames = {which: read_rows(ws / rel) for which, rel in ALL_CSV_FILES.items()}
     test, kpi = frames.pop("test"), frames["kpi"]
     assert TEST_CSV == "test/testing_set.csv"
     assert list(test.columns) == list(kpi.columns)
@@ -108,7 +108,7 @@ def test_tiny_scales_keep_every_kind_where_needed(scale: float) -> None:
 
 def test_demo_generated_rows_match_plan(tiny_workspace_template: Path) -> None:
     plan = plan_counts(0.1)  # the conftest template's scale
-    for split, rel in SPLIT_CSVS.items():
+    for split, rel in ALL_CSV_FILES.items():
         labels = read_rows(tiny_workspace_template / rel)["label"].value_counts().to_dict()
         assert labels == {k: n for k, n in plan[split].items() if n}
 

@@ -119,7 +119,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict")
     stem = {k[len("stem."):]: v for k, v in state.items() if k.startswith("stem.")} or state
-    target = model.stem  # type: ignore[attr-defined]
+    target = model.get_submodule("stem")
     own = target.state_dict()
     bad = sorted(k for k in own if k not in stem or tuple(stem[k].shape) != tuple(own[k].shape))
     if bad:

@@ -51,7 +51,7 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
     with Image.open(path) as im:
         im = im.convert("RGB")
         if im.size != size:  # size is (W, H) as PIL has it
-            im = im.resize(size, Image.BILINEAR)
+            im = im.resize(size, Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from raypipe.backends.builtin._config import AugmentConfig, TrainConfig
 from raypipe.backends.builtin._data import ImageSet, Normaliser, augment_batch, epoch_order
+from raypipe.backends.builtin._model import ChangeNetCNN
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def make_optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], cfg: Tra
 def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
     model.train()
     if freeze_backbone:
-        model.stem.eval()  # type: ignore[attr-defined]  # a frozen stem stays in inference behaviour
+        model.get_submodule("stem").eval()  # a frozen stem stays in inference behaviour
 
 
 def train_epoch(model: nn.Module, data: ImageSet, norm: Normaliser, opt: torch.optim.Optimizer,
@@ -119,7 +120,7 @@ def train_epoch(model: nn.Module, data: ImageSet, norm: Normaliser, opt: torch.o
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, norm: Normaliser, *, batch_size: int, runtime: Runtime,
+def predict(model: ChangeNetCNN, data: ImageSet, norm: Normaliser, *, batch_size: int, runtime: Runtime,
             embed: bool = False) -> np.ndarray:
     """Logits ``(N, 2)`` (or embeddings with ``embed``) in row order, eval mode, no grad."""
     model.eval()
@@ -128,10 +129,10 @@ def predict(model: nn.Module, data: ImageSet, norm: Normaliser, *, batch_size: i
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.labels.device)
         cap, gold = data.batch(idx)
         with runtime.autocast():
-            res = model.features(norm(cap), norm(gold)) if embed else model(norm(cap), norm(gold))  # type: ignore[operator]
+            res = model.features(norm(cap), norm(gold)) if embed else model(norm(cap), norm(gold))
         out.append(res.float().cpu())
     if not out:
-        width = model.cfg.embedding_dim if embed else 2  # type: ignore[attr-defined]
+        width = model.cfg.embedding_dim if embed else 2
         return np.zeros((0, width), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 

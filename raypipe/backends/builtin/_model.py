@@ -103,7 +103,7 @@ class ChangeNetCNN(nn.Module):
             # pixel is seen (kernel > stride), so a one-pixel difference survives into the blocks.
             layers: list[nn.Module] = [_conv_bn(fused, diff_w, stride=2)]
             layers.extend(_ResBlock(diff_w) for _ in range(blocks))
-            self.difference = nn.Sequential(*layers)
+            self.difference: nn.Module = nn.Sequential(*layers)
             trunk_in = diff_w
         else:
             # euclidean: the fused |difference| goes to the trunk as is (no learned comparison).
