@@ -12,20 +12,6 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def add_sealed_test_split(ws: Path) -> Path:
-    """Give a demo workspace a sealed test split (when it has none): half of each KPI label's rows
-    move to ``test/testing_set.csv``, so both sets keep PASS and defect rows and share no image."""
-    from raypipe.workspace import CSV_FILES, TEST_CSV, read_rows, write_rows
-
-    if (ws / TEST_CSV).is_file():
-        return ws
-    kpi = read_rows(ws / CSV_FILES["kpi"])
-    to_test = kpi.groupby("label", sort=False).cumcount() % 2 == 1
-    write_rows(kpi[~to_test], ws / CSV_FILES["kpi"])
-    write_rows(kpi[to_test], ws / TEST_CSV)
-    return ws
-
-
 @pytest.fixture(scope="session")
 def tiny_workspace_template(tmp_path_factory) -> Path:
     """One tiny demo workspace per test session; tests copy it (``tiny_workspace``) before mutating."""

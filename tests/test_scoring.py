@@ -22,7 +22,6 @@ from raypipe.rundir import RunDir
 from raypipe.scoring import ScoringError, describe_test_split, record_on_best_model, score_sealed_test
 from raypipe.spec import dump_spec, load_spec
 from raypipe.trajectory import format_table, write_trajectory
-from tests.conftest import add_sealed_test_split
 
 CONTRACT = MetricContract()
 THRESHOLDS = {"baseline": 0.5, "iter1": 0.45, "final_automl": 0.55}
@@ -49,7 +48,7 @@ def run(tiny_workspace_template: Path, tmp_path_factory: pytest.TempPathFactory)
     from raypipe._ray import ray_session
     from raypipe.backends.builtin import resolve_backbone
 
-    ws = add_sealed_test_split(Path(shutil.copytree(tiny_workspace_template, tmp_path_factory.mktemp("sc") / "ws")))
+    ws = Path(shutil.copytree(tiny_workspace_template, tmp_path_factory.mktemp("sc") / "ws"))  # the demo's test split
     rd = RunDir(ws / "results" / "run_20260101_000000")
     spec, _ = resolve_backbone(load_spec(ws / "specs" / "baseline_spec.yaml"))
     spec_path = rd.root / "specs" / "spec.yaml"

@@ -18,7 +18,6 @@ from typing import Any, Iterator
 import pytest
 
 from raypipe.spec import load_spec, set_dotted
-from tests.conftest import add_sealed_test_split
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # `_kpi_audit` by the same name here and in the workers
@@ -69,7 +68,7 @@ class DemoWs:
 def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> DemoWs:
     from raypipe.workspace import generate_demo
 
-    root = add_sealed_test_split(generate_demo(tmp_path_factory.mktemp("automl") / "ws", seed=0, scale=0.05))
+    root = generate_demo(tmp_path_factory.mktemp("automl") / "ws", seed=0, scale=0.05)  # with a test split
     spec = load_spec(root / "specs" / "baseline_spec.yaml")
     for key, value in FAST_SPEC_KEYS.items():
         set_dotted(spec, key, value)

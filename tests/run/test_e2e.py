@@ -22,7 +22,7 @@ from typing import Callable
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, add_sealed_test_split
+from tests.conftest import REPO
 from tests.run._artifacts import check_complete_run, find_run_dir
 from tests.run._mlflow_checks import check_outcome, check_store
 from tests.tracking._server import post_json, running_mlflow_server
@@ -92,7 +92,7 @@ class SmokeRun:
 
 def _smoke_run(template: Path, root: Path) -> SmokeRun:
     """The smoke pipeline on a fresh copy of the tiny demo workspace with a sealed test split."""
-    ws = add_sealed_test_split(Path(shutil.copytree(template, root / "ws")))
+    ws = Path(shutil.copytree(template, root / "ws"))
     cwd = root / "cwd"
     cwd.mkdir()
     secret = "ngc-" + secrets.token_hex(16)

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_sealed_test_split
-
 
 @pytest.fixture(scope="session")
 def image_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -26,7 +24,7 @@ def small_workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     is their setup cost."""
     from raypipe.workspace import generate_demo
 
-    return add_sealed_test_split(generate_demo(tmp_path_factory.mktemp("ws_small") / "ws", seed=5, scale=0.02))
+    return generate_demo(tmp_path_factory.mktemp("ws_small") / "ws", seed=5, scale=0.02)
 
 
 @pytest.fixture
