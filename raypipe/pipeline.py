@@ -25,7 +25,7 @@ from raypipe.handoffs import Phase1Handoff, phase1_to_phase2
 from raypipe.metrics import pick_best
 from raypipe.rundir import BASELINE, FINAL_AUTOML, RunDir, is_loop_label, iteration_number, resume_command
 from raypipe.spec import flatten, load_training_spec
-from raypipe.trajectory import format_table, write_trajectory
+from raypipe.trajectory import write_trajectory
 
 if TYPE_CHECKING:
     from raypipe.automl import SweepInputs, SweepResult
@@ -351,9 +351,3 @@ def _warm_start_of(entry: dict[str, Any]) -> str | None:
         return None
     value = (s.get("train") or {}).get("pretrained_model_path")
     return str(value) if value else None
-
-
-def print_summary(outcome: PipelineOutcome) -> str:
-    text = format_table(outcome.trajectory)
-    tail = f"\nbest model: {outcome.best_model_json}" if outcome.best_model_json else ""
-    return f"{text}{tail}"
