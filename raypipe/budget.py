@@ -285,17 +285,18 @@ class Timing:
     knobs: Knobs  # the counts the run will use (planned ones under a budget)
     source: str  # where ``epoch_s`` came from
     plan: Plan | None = None
+    spent_s: float = 0.0  # of the budget, spent before planning (start-up, demo generation, the probe)
 
     def to_json(self) -> dict[str, Any]:
         return {"epoch_s": self.model.epoch_s, "source": self.source, "workload": asdict(self.model.workload),
                 "knobs": asdict(self.knobs), "estimate": asdict(self.model.estimate(self.knobs)),
                 "estimate_total_s": self.model.estimate(self.knobs).total_s,
-                "plan": self.plan.to_json() if self.plan else None}
+                "plan": self.plan.to_json() if self.plan else None, "spent_before_plan_s": self.spent_s}
 
     def lines(self) -> list[str]:
         """Pre-flight's compute estimate (section 8)."""
         if self.plan is not None:
-            return describe(self.plan, self.model)
+            return describe(self.plan, self.model, self.spent_s)
         k, e, m = self.knobs, self.model.estimate(self.knobs), self.model
         parts = []
         if k.phase1:
@@ -334,11 +335,14 @@ def csv_rows(workspace: Any) -> dict[str, int]:
     return out
 
 
-def describe(plan: Plan, model: CostModel) -> list[str]:
-    """Pre-flight lines: what each phase gets and the estimate."""
+def describe(plan: Plan, model: CostModel, spent_s: float = 0.0) -> list[str]:
+    """Pre-flight lines: what each phase gets and the estimate. ``plan.budget_s`` is what was left
+    after ``spent_s`` (start-up and the probe)."""
     k, e = plan.knobs, plan.estimate
-    lines = [f"time budget {plan.budget_s / 60:.0f} min → planned {e.total_s / 60:.1f} min "
-             f"(measured {model.epoch_s:.1f} s per training epoch)"]
+    head = f"time budget {(plan.budget_s + spent_s) / 60:.1f} min"
+    if spent_s > 0:
+        head += f", {spent_s / 60:.1f} min already spent (start-up, probe), {plan.budget_s / 60:.1f} min left"
+    lines = [f"{head} → planned {e.total_s / 60:.1f} min (measured {model.epoch_s:.1f} s per training epoch)"]
     if k.phase1:
         lines.append(f"Phase 1: {k.phase1_trials} trials × {k.epochs} epoch(s), {model.workload.concurrency} at a "
                      f"time ≈ {e.phase1_s / 60:.1f} min")

@@ -250,9 +250,10 @@ def _time_model(cfg: RunConfig, workspace: Path, rd: RunDir | None, started: flo
     if budget_s is None:
         return cfg, budget.Timing(model, budget.Knobs.of(cfg), source)
     # What the run has spent already (start-up, checks, the probe) comes out of its budget.
-    plan = budget.plan_for_budget(budget_s - (time.monotonic() - started), model, budget.Knobs.of(cfg))
+    spent = time.monotonic() - started
+    plan = budget.plan_for_budget(budget_s - spent, model, budget.Knobs.of(cfg))
     planned = plan.knobs.apply(cfg)
-    return planned, budget.Timing(model, plan.knobs, source, plan)
+    return planned, budget.Timing(model, plan.knobs, source, plan, spent)
 
 
 def _approved(a: argparse.Namespace) -> bool:

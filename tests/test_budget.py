@@ -115,10 +115,12 @@ def test_timing_lines_and_record() -> None:
     plan = plan_for_budget(45 * 60, model, CEILING)
     timing = Timing(model, plan.knobs, "a measured 1-epoch probe", plan)
     lines = timing.lines()
-    assert lines[0].startswith("time budget 45 min → planned ") and "5.0 s per training epoch" in lines[0]
+    assert lines[0].startswith("time budget 45.0 min → planned ") and "5.0 s per training epoch" in lines[0]
     assert any(line.startswith("Phase 1: ") for line in lines) and any("Phase 3: " in line for line in lines)
     record = timing.to_json()
     assert record["epoch_s"] == 5.0 and record["plan"]["fits"] is True
     assert record["estimate_total_s"] == pytest.approx(plan.estimate.total_s)
+    spent = Timing(model, plan.knobs, "a measured 1-epoch probe", plan, spent_s=120.0).lines()[0]
+    assert spent.startswith("time budget 47.0 min, 2.0 min already spent (start-up, probe), 45.0 min left → planned")
     unplanned = Timing(model, CEILING, "config preflight.t_trial_s").lines()
     assert "total ≈" in unplanned[0] and "--time-budget" in unplanned[1]
