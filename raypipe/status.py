@@ -226,7 +226,8 @@ def snapshot(run_dir: str | Path | RunDir, *, now: float | None = None) -> Snaps
     snap.holder = _holder(rd)
     if snap.holder and status == "in_progress":
         snap.status = "running"
-    elif status == "in_progress":
+    elif status == "in_progress" and _lock_file(rd).is_file():
+        # Only a workspace whose runs take the lock can say that nobody runs this one.
         snap.notes.append("no raypipe process holds this run's workspace lock: if the run was stopped, continue "
                           f"it with {resume_command(rd.root)}")
     _estimate(rd, snap, _config(rd))
@@ -237,6 +238,12 @@ def snapshot(run_dir: str | Path | RunDir, *, now: float | None = None) -> Snaps
 def _newest_mtime(rd: RunDir) -> float | None:
     times = [p.stat().st_mtime for p in (rd.pipeline_state, rd.deft_state, rd.loop_log) if p.is_file()]
     return max(times) if times else None
+
+
+def _lock_file(rd: RunDir) -> Path:
+    from raypipe._lock import LOCK_FILE
+
+    return rd.root.parent.parent / LOCK_FILE
 
 
 def _holder(rd: RunDir) -> str | None:

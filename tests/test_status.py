@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from raypipe._io import atomic_write_json
+from raypipe._lock import WorkspaceLock
 from raypipe.budget import CostModel, Knobs, Timing, Workload
 from raypipe.metrics import MetricContract
 from raypipe.rundir import RunDir
@@ -58,8 +59,7 @@ def test_running_phase2_names_the_stage_and_estimates(tmp_path: Path) -> None:
     rd = _run_in_phase2(tmp_path)
     now = T0 + 140 + 5
     snap = snapshot(rd.root, now=now)
-    assert snap.phase == "phase2" and snap.status == "in progress"  # no process holds the lock
-    assert any("--resume" in n for n in snap.notes)
+    assert snap.phase == "phase2" and snap.status == "in progress" and not snap.notes  # no lock file: no claim
     stage = snap.stage
     assert stage is not None and (stage.label, stage.name, stage.index, stage.count) == ("iter1", "anomalygen", 2, 7)
     assert stage.started == T0 + 140 and snap.elapsed_s == 145
@@ -116,3 +116,16 @@ def test_stage_line() -> None:
                        "summary": "mined 150 novel pool rows"})
     assert line == "iter1    data_mining    6 s  mined 150 novel pool rows"
     assert "FAILED" in stage_line({"iter": "iter1", "stage": "train", "status": "error", "summary": "x"})
+
+
+def test_a_run_nobody_holds_the_lock_for_says_how_to_resume(tmp_path: Path) -> None:
+    rd = _run_in_phase2(tmp_path)
+    lock = WorkspaceLock(tmp_path)  # the run dir is <tmp_path>/results/run_…: tmp_path is the workspace
+    lock.acquire(run_dir=rd.root)
+    try:
+        held = snapshot(rd.root, now=T0 + 145)
+    finally:
+        lock.release()
+    assert held.status == "running" and held.holder is not None and not held.notes
+    stopped = snapshot(rd.root, now=T0 + 145)  # the lock file stays; nobody holds it
+    assert stopped.status == "in progress" and any("--resume" in n for n in stopped.notes)
