@@ -77,6 +77,9 @@ class Workload:
     num_sdg: int  # synthetic images per DEFT iteration
     concurrency: int  # trials at once
     warm_phase1: bool  # Phase 1 starts from a checkpoint (a baseline eval before its trials)
+    # automl.noise_margin is set: a sweep may re-train its winner once, alone, after its trials
+    # (counted always: the plan is an upper bound; measured on the demo, the re-run took a trial's time)
+    noise_guard: bool = False
 
     @staticmethod
     def of(cfg: RunConfig, rows: dict[str, int]) -> Workload:
@@ -86,7 +89,8 @@ class Workload:
         return Workload(train_rows=max(1, rows.get("train", 1)), val_rows=rows.get("validation", 0),
                         kpi_rows=rows.get("kpi", 0), pool_rows=pool, num_sdg=p2.sdg.num_SDG,
                         concurrency=cfg.automl.max_concurrent_trials,
-                        warm_phase1=bool(cfg.phase1.pretrained_model_path))
+                        warm_phase1=bool(cfg.phase1.pretrained_model_path),
+                        noise_guard=cfg.automl.noise_margin is not None)
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,10 @@ class CostModel:
         return TRIAL_OVERHEAD_S + epochs * self.epoch_on(train_rows or self.workload.train_rows)
 
     def sweep_s(self, trials: int, epochs: int, train_rows: int | None = None, *, warm: bool = False) -> float:
-        """A sweep: ``trials`` in waves of ``concurrency``, plus its set-up and (warm) the start point's eval."""
+        """A sweep: ``trials`` in waves of ``concurrency``, plus its set-up, (warm) the start point's
+        eval and (noise guard) the winner's re-run."""
         waves = math.ceil(trials / max(1, self.workload.concurrency))
+        waves += 1 if self.workload.noise_guard else 0
         baseline = self.infer_s(self.workload.val_rows) + STAGE_OVERHEAD_S if warm else 0.0
         return SWEEP_OVERHEAD_S + baseline + waves * self.trial_s(epochs, train_rows)
 

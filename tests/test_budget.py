@@ -53,6 +53,11 @@ def test_sweep_runs_trials_in_waves_of_concurrency() -> None:
     # training cost grows with the rows trained on (the loop's merges make Phase 3 slower)
     assert model.epoch_on(1200) > model.epoch_on(600) == pytest.approx(10.0)
     assert model.rows_after(2) == 600 + 2 * 40 + 2 * 1200 // 8
+    # with automl.noise_margin set a sweep may re-train its winner once, alone: one more wave
+    guarded = CostModel(epoch_s=10.0, workload=replace(DEMO, noise_guard=True))
+    assert guarded.sweep_s(4, 4) - model.sweep_s(4, 4) == pytest.approx(one_trial)
+    assert Workload.of(load_config(None, []), {"train": 600}).noise_guard
+    assert not Workload.of(load_config(None, ["automl.noise_margin=null"]), {"train": 600}).noise_guard
 
 
 @pytest.mark.parametrize("budget_min", [10, 20, 45, 90])
