@@ -1,4 +1,4 @@
-"""best_rec.json exactly as SPEC §5 (checked against the shipped JSON Schema) and trials.csv."""
+"""best_rec.json exactly in TAO AutoML's format (checked against the shipped JSON Schema) and trials.csv."""
 
 from __future__ import annotations
 
