@@ -114,13 +114,23 @@ def test_smoke_run_end_to_end(smoke: SmokeRun) -> None:
     rd = smoke.rd
     check_complete_run(rd)
     out = smoke.proc.stdout
-    assert "phase3_best" in out and str(rd / "best_model.json") in out
+    assert "Phase 3 best" in out and str(rd / "best_model.json") in out
+    # What the user reads: every phase under its own name, each DEFT stage as it commits, a closing
+    # summary, and none of the libraries' chatter (Ray worker prefixes, the end-of-sweep SIGTERM
+    # traceback, MLflow's store creation) or Python dicts.
+    both = smoke.proc.stdout + smoke.proc.stderr
+    for phase in ("Phase 1", "Phase 2", "Phase 3"):
+        assert f"  {phase}   " in out, phase
+    assert " evaluate " in out and " rca " in out and "[final_automl]" not in both
+    assert "Run complete" in out and "total time" in out and "mlflow ui" in out
+    for chatter in ("(pid=", "Exception ignored", "SystemExit", "Creating initial MLflow", "{'PASS'", "## 1."):
+        assert chatter not in both, chatter
     # The closing summary leads with the verdict (never a bare "complete") and the sealed test FAR.
     best = json.loads((rd / "best_model.json").read_text())
     verdict = "KPI met" if best["verdict"] == "kpi_met" else "KPI not met"
     head = next(line for line in out.splitlines() if line.startswith("complete"))
     assert head.startswith(f"complete, {verdict}: sealed test FAR@100%R {best['test_far_pct']:.2f}%"), head
-    assert out.index(head) < out.index("phase1_best")
+    assert out.index(head) < out.rindex("Phase 1 best")
 
 
 def test_delivered_model_scores_new_data(smoke: SmokeRun, tmp_path: Path) -> None:
