@@ -24,6 +24,7 @@ from raypipe.deft.state import initialise_state, load_state, ordered_labels
 from raypipe.handoffs import Phase1Handoff, phase1_to_phase2
 from raypipe.metrics import pick_best
 from raypipe.rundir import BASELINE, FINAL_AUTOML, RunDir, is_loop_label, iteration_number, resume_command
+from raypipe.scoring import record_on_best_model
 from raypipe.spec import flatten, load_training_spec
 from raypipe.trajectory import write_trajectory
 
@@ -83,7 +84,10 @@ class Pipeline:
         ok = self.phase2(p1)
         if ok:
             self.phase3(p1)
-        traj = write_trajectory(self.rd.root)
+        traj = write_trajectory(self.rd.root, sealed_test=self.score_sealed_test() if ok else None)
+        if ok:
+            record_on_best_model(self.rd, traj)
+            refresh_report(self.rd.root)  # now with the verdict and the sealed test numbers
         state = load_state(self.rd.deft_state)
         status = "complete" if ok and state.get("status") == "complete" else "failed"
         pipeline_state.set_run_status(self.rd, status)
@@ -256,6 +260,30 @@ class Pipeline:
         return {**evidence, "status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
                 "parent_ckpt_path": str(loop_best.checkpoint)}
 
+    # -- after the last phase: the sealed test split ------------------------------------------
+    def score_sealed_test(self) -> dict[str, Any]:
+        """Score every trajectory step on the workspace's sealed test split (on ``--resume`` only
+        what is missing); returns the split's status for ``trajectory.json``. A scoring failure is
+        reported, not fatal: the deliverable stands, and a resume retries the missing steps."""
+        from raypipe.scoring import ScoringError, describe_test_split, score_sealed_test
+
+        if self.ws.test_csv is None:
+            log.warning("no sealed test split (test/testing_set.csv): nothing to score; the delivered model is "
+                        "judged only on the KPI set that chose it")
+            return {"status": "absent", "note": "the workspace has no test/testing_set.csv"}
+        log.info("scoring every trajectory step on the %s", describe_test_split(self.ws.test_csv))
+        try:
+            out = score_sealed_test(self.rd, test_csv=self.ws.test_csv, images_dir=self.ws.images_dir,
+                                    contract=self.contract, backend=self.cfg.backend,
+                                    backend_options=self.backend_options, resources=self.cfg.phase2.resources.train)
+        except ScoringError as exc:
+            log.warning("%s; resume to retry: %s", exc, resume_command(self.rd))
+            return {"status": "failed", "note": str(exc)}
+        reused = len(out.by_step) - len(out.scored_now)
+        log.info("sealed test split: %d step(s) scored, %d already scored or sharing a checkpoint",
+                 len(out.scored_now), reused)
+        return {"status": "scored"}
+
     # -- helpers ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _phase_run(self, phase: str) -> Iterator[Any]:
@@ -333,6 +361,8 @@ class Pipeline:
                     "raypipe.far_pct": f"{best.get('far_pct')}", "raypipe.inference_spec": str(self.rd.inference_spec)}
             tr.register_model(self.tracking, Path(best["checkpoint"]), self.cfg.tracking.registered_model_name,
                               chain, tags)
+            # The verdict and the KPI / sealed test numbers on the pipeline run, its phases and the version.
+            tr.log_outcome(self.tracking, best, read_json(self.rd.trajectory))
 
     def _failure_message(self, state: dict[str, Any]) -> str:
         errors = [e for e in state.get("events", []) if e.get("status") == "error"]

@@ -291,6 +291,18 @@ def _dataset_section(pf: Preflight, ws: Any) -> None:
     pf.ok(4, "missing files: 0 (every light of every row checked)")
     if "pool" not in frames:
         pf.warn(4, "no mining pool (augmentation/mining_pool/mining_pool.csv): Phase 2 mines nothing, SDG only")
+    _sealed_test_line(pf, ws)
+
+
+def _sealed_test_line(pf: Preflight, ws: Any) -> None:
+    """The sealed test split: what the delivered model is finally judged on (or a WARN without one)."""
+    from raypipe.scoring import describe_test_split
+
+    if ws.test_csv is None:
+        pf.warn(4, "no sealed test split (test/testing_set.csv): the delivered model is judged only on the KPI "
+                   "set that chose it")
+        return
+    pf.ok(4, describe_test_split(ws.test_csv))
 
 
 def resolve_run_spec(cfg: RunConfig, spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -296,9 +296,15 @@ def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Prefl
 
 def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any], started: float) -> int:
     from raypipe.pipeline import Pipeline
+    from raypipe.tracking import StoreError
 
     console = get_console()
-    tracking = _start_tracking(cfg, rd)
+    try:
+        tracking = _start_tracking(cfg, rd)
+    except StoreError as exc:  # a store raypipe will not repair: say which file, start nothing
+        console.line(f"MLflow tracking store: {exc}. Fix or move it (or set tracking.enabled=false), then resume: "
+                     f"{resume_command(rd)}", level="error")
+        return EXIT_FAILED
     console.line(f"run dir: {rd.root}")
     status = "FAILED"
     try:

@@ -99,10 +99,10 @@ def _tracking_run(job: TrialJob, trial_id: str, params: Mapping[str, Any]) -> It
     if job.tracking is None:
         yield _NoRun()
         return
-    from raypipe.tracking import child_run  # lazily: workers without tracking never import mlflow
+    from raypipe.tracking import child_run, trial_run_names  # lazily: workers without tracking never import mlflow
 
-    with child_run(job.tracking, f"trial_{trial_id}", key=f"{job.sweep_name}/trial_{trial_id}",
-                   params=dict(params), tags={"raypipe.phase": job.sweep_name}) as run:
+    name, key = trial_run_names(job.sweep_name, trial_id)
+    with child_run(job.tracking, name, key=key, params=dict(params), tags={"raypipe.phase": job.sweep_name}) as run:
         yield run
 
 
@@ -218,8 +218,11 @@ class _EpochReporter:
             "started_at": self.started_at, "compute_s": time.perf_counter() - self.t0,
             "gpu_ids": self.gpu_ids, "seed": self.job.seed,
         }
-        self.run.log_metrics({"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
-                              "train_loss": metrics["train_loss"]}, step=m.epoch)
+        epoch_metrics = {"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
+                         "train_loss": metrics["train_loss"]}
+        if "epoch" in best:  # the kept checkpoint's values: what the sweep ranks this trial by
+            epoch_metrics.update(best_val_far=best["val_far"], best_val_loss=best["val_loss"])
+        self.run.log_metrics(epoch_metrics, step=m.epoch)
         if not improved:
             tune.report(metrics)
             return

@@ -19,6 +19,7 @@ from raypipe.deft.state import commit, load_state, ordered_labels
 from raypipe.metrics import BestPick, MetricContract, pick_best
 from raypipe.rundir import FINAL_AUTOML, RunDir
 from raypipe.spec import dump_spec, get_dotted, load_training_spec
+from raypipe.trajectory import verdict_of
 
 _TRAINING_SETS = ("train_dataset", "validation_dataset", "test_dataset")
 
@@ -73,6 +74,9 @@ def best_model_record(state: Mapping[str, Any], label: str, entry: Mapping[str, 
         "images_dir": state.get("config", {}).get("images_dir"),
         "training_spec": str(ts) if not isinstance(ts, Mapping) else ts,
         "far_pct": float(entry["far_pct"]),
+        # kpi_met | kpi_not_met: the run's headline, a plain string (sealed test numbers are added
+        # beside it by the final scoring, raypipe.scoring).
+        "verdict": verdict_of(entry["metric_result"]),
     }
 
 

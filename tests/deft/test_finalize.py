@@ -13,7 +13,7 @@ from raypipe.rundir import RunDir
 from ._helpers import ckpt, eval_evidence, new_run, train_evidence
 
 BEST_MODEL_KEYS = {"checkpoint", "threshold", "metric_contract", "metric_result", "iteration", "backbone",
-                   "backbone_type", "images_dir", "training_spec", "far_pct"}
+                   "backbone_type", "images_dir", "training_spec", "far_pct", "verdict"}
 
 
 def _evaluated_run(tmp_path):
@@ -40,6 +40,7 @@ def test_finalize_writes_handoff_then_loop_stop(tmp_path):
     it = state["iterations"]["iter1"]
     assert bm["checkpoint"] == it["best_ckpt_path"] and bm["iteration"] == "iter1"
     assert bm["threshold"] == it["threshold"] and bm["far_pct"] == 25.0
+    assert bm["verdict"] == "kpi_not_met"  # the KPI was missed: a plain string TAO's scripts read as is
     assert bm["metric_result"] == it["metric_result"] and bm["metric_contract"] == state["metric_contract"]
     assert bm["backbone_type"] == "builtin_siamese" and bm["images_dir"] == state["config"]["images_dir"]
     spec = yaml.safe_load((rd / "best_model_inference_spec.yaml").read_text())
