@@ -73,8 +73,8 @@ def unwrap_task_error(exc: BaseException) -> BaseException:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None,
-                log_to_driver: bool = True) -> Iterator[bool]:
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True,
+                env_vars: Mapping[str, str] | None = None) -> Iterator[bool]:
     """Connect to Ray for the duration of the block; yields True when this call started it.
 
     Already connected: nothing to do. ``address`` (``auto`` or ``host:port``): join that cluster
@@ -82,6 +82,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
     afterwards — a bare ``ray.init()`` would join any cluster ``ray start`` left on this machine,
     someone else's, with someone else's resources. A private Ray's clients all run with one auth
     mode (Ray 2.60 refuses a client whose ``RAY_AUTH_MODE`` differs from the cluster's).
+    ``env_vars`` (e.g. an air-gapped run's offline variables) reach the workers of a joined
+    cluster through the job's runtime environment; a private Ray's workers inherit this process's
+    environment, where the caller has set them before calling.
     """
     import ray
 
@@ -89,7 +92,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         yield False
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver,
+                 runtime_env={"env_vars": dict(env_vars)} if env_vars else None)
         try:
             yield False
         finally:

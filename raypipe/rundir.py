@@ -429,6 +429,13 @@ class RunDir:
     def pipeline_state(self) -> Path:
         return self.root / "pipeline_state.json"
 
+    @property
+    def backbone_dir(self) -> Path:
+        """``RD/backbone/``: the built-in backend's staged backbone file (TAO's specs always name one)."""
+        from raypipe.tao_interop import BUILTIN_BACKBONE_DIR
+
+        return self.root / BUILTIN_BACKBONE_DIR
+
     # -- Phase 1 / 3 ---------------------------------------------------------------------------
     def sweep(self, phase: str) -> SweepDir:
         """``phase1`` → ``RD/phase1_automl/``, ``phase3`` → ``RD/final_automl/``."""
