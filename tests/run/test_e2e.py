@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO
@@ -60,16 +60,15 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def test_smoke_run_end_to_end(tiny_workspace, tmp_path):
-    log = tmp_path / "run.log"
-    secret = "ngc-" + secrets.token_hex(16)  # planted credential: must appear nowhere in the store
-    proc = subprocess.run(_cmd("--config", str(REPO / "experiments" / "smoke.yaml"), "--workspace",
-                               str(tiny_workspace), "--yes"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=TIMEOUT, stdin=subprocess.DEVNULL, env={**os.environ, "NGC_KEY": secret})
-    log.write_text(proc.stdout + proc.stderr)
+def test_smoke_run_end_to_end(smoke_run, tmp_path):
+    proc, secret, tiny_workspace = smoke_run.proc, smoke_run.secret, smoke_run.workspace  # planted credential
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rd = find_run_dir(tiny_workspace)
     check_complete_run(rd)
+    # Phase 3 starts at Phase 1's winner (same seed): the sampler must not draw that point again
+    trials = pd.read_csv(rd / "final_automl" / "trials.csv")
+    params = trials.loc[trials["trial_id"] != "baseline", "params"]
+    assert len(params) == 2 and params.is_unique, params.tolist()
     assert "phase3_best" in proc.stdout and str(rd / "best_model.json") in proc.stdout
 
     # The delivered model scores new data on its own.
@@ -84,7 +83,7 @@ def test_smoke_run_end_to_end(tiny_workspace, tmp_path):
     assert result["value"] == pytest.approx(best["far_pct"])
 
     # MLflow: the default store is a sqlite db inside ./mlruns of the working directory.
-    store = tmp_path / "mlruns"
+    store = smoke_run.cwd / "mlruns"
     uri = f"sqlite:///{store / 'mlflow.db'}"
     check_store(uri, rd, phase1_trials=2, epochs=1, secret=secret, store_dir=store)
     # The same store through `mlflow server` and its REST API.
