@@ -76,7 +76,7 @@ def test_num_input_must_match_input_map() -> None:
 
 
 def test_linear_lr_policy_matches_spec_formula() -> None:
-    # SPEC §2.2: lr_epoch = lr * (1 - epoch/(num_epochs+1)), epoch 0-based as TAO's LambdaLR steps it.
+    # TAO's linear policy: lr_epoch = lr * (1 - epoch/(num_epochs+1)), epoch 0-based as its LambdaLR steps it.
     got = [lr_at_epoch("linear", 1e-3, e, 4) for e in range(4)]
     assert got == pytest.approx([1e-3, 8e-4, 6e-4, 4e-4])
 

@@ -1,4 +1,4 @@
-"""Typed views of the TAO Visual ChangeNet classify spec keys the built-in backend honours (SPEC §2.2).
+"""Typed views of the TAO Visual ChangeNet classify spec keys the built-in backend honours.
 
 The spec stays a plain nested dict everywhere else; here it is read once, at the boundary, into small
 dataclasses with TAO's defaults filled in, so the training loop never guesses at a missing key.
@@ -15,7 +15,7 @@ from raypipe.workspace._rows import ImageLayout
 
 DEFAULT_BACKBONE = "changenet_cnn"
 # Backbone type → (stem width, difference-module width). Both are plain-PyTorch CNNs: torchvision/timm
-# do not load beside torch 2.13 CPU here (STACK.md), so TAO's ViT backbones are not built.
+# do not load beside the CPU torch build this project pins, so TAO's ViT backbones are not built.
 BACKBONE_WIDTHS: dict[str, tuple[int, int]] = {
     "changenet_cnn": (8, 16),
     "changenet_cnn_wide": (16, 32),
@@ -267,7 +267,7 @@ def train_from_spec(spec: dict[str, Any]) -> TrainConfig:
     policy = str(_get(spec, "train.optim.policy", "linear")).lower()
     if policy not in ("linear", "step"):
         raise SpecValueError(f"train.optim.policy must be linear or step, got {policy!r}")
-    # SPEC §2.2: both intervals are clamped to ≤ num_epochs, so a short run still checkpoints/validates.
+    # Both intervals are clamped to ≤ num_epochs (as TAO does), so a short run still checkpoints/validates.
     ckpt_int = min(max(1, int(_get(spec, "train.checkpoint_interval", 1))), max(epochs, 1))
     val_int_raw = get_dotted(spec, "train.validation_interval", None)
     if val_int_raw is None:
@@ -292,7 +292,7 @@ def resolve_backbone(spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
 
     A TAO backbone (e.g. ``c_radio_v2_vit_base_patch16_224``) is replaced by :data:`DEFAULT_BACKBONE`
     and its ``pretrained_backbone_path`` dropped (those weights belong to the other network). Pre-flight
-    records ``note`` in ``RD/config.yaml`` and the report (SPEC §2.2). ``spec`` itself is not changed.
+    records ``note`` in ``RD/config.yaml`` and the report. ``spec`` itself is not changed.
     """
     out = copy.deepcopy(spec)
     current = get_dotted(out, "model.backbone.type", None)
