@@ -57,9 +57,11 @@ def stage_backbone(cfg: RunConfig, run_dir: str | os.PathLike[str], spec: Mappin
     """
     if cfg.backend != "builtin":
         return dict(spec)
+    from pathlib import Path
+
     from raypipe.tao_interop import stage_builtin_backbone
 
-    staged, _ = stage_builtin_backbone(run_dir, spec, seed=cfg.seed)
+    staged, _ = stage_builtin_backbone(Path(run_dir), spec, seed=cfg.seed)
     return staged
 
 
