@@ -108,7 +108,8 @@ def dashboard_url() -> str | None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True,
-                dashboard: bool = False, logging_level: int = logging.WARNING) -> Iterator[bool]:
+                env_vars: Mapping[str, str] | None = None, dashboard: bool = False,
+                logging_level: int = logging.WARNING) -> Iterator[bool]:
     """Connect to Ray for the duration of the block; yields True when this call started it.
 
     Already connected: nothing to do. ``address`` (``auto`` or ``host:port``): join that cluster
@@ -116,6 +117,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, log_
     afterwards — a bare ``ray.init()`` would join any cluster ``ray start`` left on this machine,
     someone else's, with someone else's resources. A private Ray's clients all run with one auth
     mode (Ray 2.60 refuses a client whose ``RAY_AUTH_MODE`` differs from the cluster's).
+    ``env_vars`` (e.g. an air-gapped run's offline variables) reach the workers of a joined
+    cluster through the job's runtime environment; a private Ray's workers inherit this process's
+    environment, where the caller has set them before calling.
 
     ``dashboard``: a private Ray also starts its dashboard (loopback only; :func:`dashboard_url`);
     off by default, it is two more processes and ~200 MB. ``log_to_driver=False`` keeps the
@@ -128,8 +132,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, log_
         yield False
         return
     if address:
+        runtime_env = {**WORKER_RUNTIME_ENV, "env_vars": dict(env_vars)} if env_vars else WORKER_RUNTIME_ENV
         ctx = ray.init(address=address, logging_level=logging_level, log_to_driver=log_to_driver,
-                       runtime_env=WORKER_RUNTIME_ENV)
+                       runtime_env=runtime_env)
         _session["dashboard_url"] = _url(getattr(ctx, "dashboard_url", None))
         try:
             yield False

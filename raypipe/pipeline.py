@@ -13,9 +13,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from raypipe import pipeline_state
+from raypipe import tao_interop as ti
 from raypipe.backends import backend_options
 from raypipe.console import fmt_duration, follow_deft, get_console, phase_heading
 from raypipe.deft.context import LoopContext, config_block
@@ -69,14 +70,18 @@ class Pipeline:
     """Runs Phase 1 → handoff → Phase 2 → Phase 3 → the deliverable for one run dir."""
 
     def __init__(self, run_dir: str | Path | RunDir, cfg: RunConfig, workspace: Workspace,
-                 run_spec: dict[str, Any], tracking: Any = None) -> None:
+                 run_spec: dict[str, Any], tracking: Any = None,
+                 execution_policy: Mapping[str, Any] | None = None) -> None:
         self.rd = RunDir(run_dir).resolve()
         self.cfg = cfg
         self.ws = workspace
         self.run_spec = run_spec
         self.tracking = tracking
         self.contract = cfg.phase2.contract
-        self.backend_options = backend_options(cfg, workspace_root=workspace.root, run_dir=self.rd.root)
+        # TAO's record of the run's network mode (run.py resolves it once per run; a resumed run keeps it).
+        self.policy = dict(execution_policy) if execution_policy is not None else cfg.execution_policy.tao_policy()
+        self.backend_options = backend_options(cfg, workspace_root=workspace.root, run_dir=self.rd.root,
+                                               execution_policy=self.policy)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> PipelineOutcome:
@@ -141,8 +146,7 @@ class Pipeline:
         p2 = self.cfg.phase2
         initialise_state(self.rd.root, config_block=config_block(self.cfg, self._loop_inputs(handoff), self.rd),
                          metric_contract=self.contract, max_iterations=p2.max_iterations,
-                         execution_policy=self.cfg.execution_policy.model_dump(), kpi_target=self.contract.kpi_text,
-                         baseline=baseline)
+                         execution_policy=self.policy, baseline=baseline)
         refresh_report(self.rd.root)
 
     # -- Phase 2 ---------------------------------------------------------------------------
@@ -190,7 +194,8 @@ class Pipeline:
             return
         if self._phase_status("phase3") == "complete":
             return
-        from raypipe.deft import finalize, register_final_automl
+        from raypipe.deft import register_final_automl
+        from raypipe.deft.finalize import refresh_handoff
 
         state = load_state(self.rd.deft_state)
         best = self._loop_best(state)
@@ -203,14 +208,16 @@ class Pipeline:
             run.log_artifact(sweep.best_rec_path)
             run.log_artifact(sweep.trials_csv)
             # Phase 3's winner is scored on the KPI set with the loop's evaluator, so the numbers compare.
-            entry = self._evaluate_final(sweep, best)
+            entry = self._evaluate_final(sweep, best, train_csv)
             run.log_metrics({"kpi_far_pct": entry["far_pct"], "best_val_far": sweep.best_score})
             self._lineage({"checkpoint": entry["best_ckpt_path"], "phase": "phase3", "trial": sweep.best_trial_id,
                            "parent_checkpoint": str(best.checkpoint), "training_data_digest": self._digest(train_csv),
                            "metric": {"name": "far_pct", "value": entry["far_pct"], "split": "kpi"},
                            "mlflow_run_id": run.run_id})
+        # TAO's Phase 3 handoff: the entry without an event, then the handoff files re-picked (the
+        # loop's one loop_stop stands).
         register_final_automl(self.rd.deft_state, entry)
-        finalize(self.rd.root)
+        refresh_handoff(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])
         pipeline_state.mark(self.rd, "phase3", "complete", kpi_far_pct=entry["far_pct"], loop_best_far_pct=best.value,
@@ -220,12 +227,12 @@ class Pipeline:
                         "stays the deliverable", entry["far_pct"], best.value, best.label)
 
     def _phase3_training_set(self, state: dict[str, Any]) -> tuple[Path, Path]:
-        """The last merged training CSV (workspace-root-relative), or the base one when nothing was added."""
-        merged = [lb for lb in ordered_labels(state, include_final=False)
-                  if lb != BASELINE and state["iterations"][lb].get("combined_training_csv")]
-        if merged:
-            return Path(state["iterations"][merged[-1]]["combined_training_csv"]), Path(self.ws.root)
-        return Path(self.ws.train_csv), Path(self.ws.images_dir)  # the baseline met the KPI
+        """(CSV, image root) Phase 3 trains on: the last iteration's combined CSV (its rows are
+        workspace-root-relative), or the base training CSV when the loop added nothing."""
+        csv = ti.phase3_training_csv(state)
+        if csv.resolve() == Path(self.ws.train_csv).resolve():
+            return Path(self.ws.train_csv), Path(self.ws.images_dir)  # the baseline met the KPI
+        return csv, Path(self.ws.root)
 
     def _phase3_sweep(self, best: LoopBest, train_csv: Path, train_images: Path, *, centred: bool,
                       tracking: Any) -> SweepResult:
@@ -242,10 +249,11 @@ class Pipeline:
                                tracking=tracking),
             sweep_dir.path, name=sweep_dir.name)
 
-    def _evaluate_final(self, sweep: SweepResult, loop_best: LoopBest) -> dict[str, Any]:
+    def _evaluate_final(self, sweep: SweepResult, loop_best: LoopBest, train_csv: Path) -> dict[str, Any]:
         """Phase 3's winner scored on the KPI set by the evaluate stage's code, as a Ray task with the
-        loop's training resources (on a cluster the driver's node has no GPU)."""
-        from raypipe._io import atomic_write_text
+        loop's training resources (on a cluster the driver's node has no GPU); returns its
+        ``iterations.final_automl`` entry (which names ``train_csv``, the CSV it trained on)."""
+        from raypipe._io import atomic_write_text, read_json
         from raypipe.deft.evaluate import run_evaluate
         from raypipe.placement import Placement
         from raypipe.spec import dump_spec
@@ -257,8 +265,13 @@ class Pipeline:
             images_dir=self.ws.images_dir, backend=self.cfg.backend, backend_options=self.backend_options,
             resources=self.cfg.phase2.resources.train,
             placement=Placement(str(self.rd.root), FINAL_AUTOML, f"{FINAL_AUTOML}/inference"))
-        return {**evidence, "status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
-                "parent_ckpt_path": str(loop_best.checkpoint)}
+        written = read_json(evidence["metric_result"]["evidence_path"])
+        return ti.final_automl_entry(
+            best_ckpt_path=evidence["best_ckpt_path"], training_spec=spec_path,
+            metric_result=ti.metric_result_record(written, evidence_path=evidence["metric_result"]["evidence_path"],
+                                                  passed=evidence["metric_result"]["passed"]),
+            threshold=evidence["threshold"], training_csv=train_csv, metric_name=self.contract.name,
+            inference_csv=evidence["inference_csv"], parent_ckpt_path=loop_best.checkpoint)
 
     # -- after the last phase: the sealed test split ------------------------------------------
     def score_sealed_test(self) -> dict[str, Any]:

@@ -7,14 +7,14 @@ saved as ``RD/preflight.md`` — the audit trail of what the user agreed to.
 from __future__ import annotations
 
 import copy
-import os
 import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe.spec import get_dotted, set_dotted
 from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
 
@@ -104,16 +104,20 @@ def build_preflight(
     resume_rd: Path | None = None,
     docker_client: Any = None,
     probe: Callable[[], float] | None = None,
+    execution_policy: Mapping[str, Any] | None = None,
     timing: Timing | None = None,
 ) -> Preflight:
     """Run every read-only check and lay out the nine sections in order.
 
-    ``timing``: the run's time model (and its plan under a time budget) for the compute estimate;
-    without it the estimate comes from ``probe`` (when ``preflight.probe``) or the config.
+    ``execution_policy``: the run's policy in TAO's words (default: resolved from ``cfg`` and the
+    environment, as a new run resolves it). ``timing``: the run's time model (and its plan under a
+    time budget) for the compute estimate; without it the estimate comes from ``probe`` (when
+    ``preflight.probe``) or the config.
     """
     from raypipe.workspace import check_workspace
 
     pf = Preflight()
+    policy = dict(execution_policy) if execution_policy is not None else cfg.execution_policy.tao_policy()
     _host_section(pf, cfg, workspace_root, ray_info, docker_client)
     # 4. Dataset (run first among the rest: later sections need the spec)
     report = check_workspace(workspace_root)
@@ -128,10 +132,10 @@ def build_preflight(
             pf.warn(4, f"backbone substitution: {note}")
             pf.facts["backbone_substitution"] = note
         pf.facts["spec"] = spec
+        _backbone_section(pf, cfg, spec, workspace_root)
     net = get_dotted(spec, "model.backbone.type", "?") if spec else "?"
     pf.add(1, f"network_arch: visual_changenet classify, backbone {net}")
-    _credentials_section(pf, cfg)
-    _images_section(pf, cfg, docker_client)
+    _policy_sections(pf, cfg, docker_client, policy)
     _phase1_section(pf, cfg, workspace_root)
     _phase2_section(pf, cfg, workspace_root, spec, resume_rd)
     _phase3_section(pf, cfg, workspace_root)
@@ -166,30 +170,37 @@ def _host_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, ray_info:
                           "start Docker")
 
 
-def _credentials_section(pf: Preflight, cfg: RunConfig) -> None:
-    needed = list(cfg.tao.credentials) if cfg.backend == "tao" else []
-    if not needed:
+def _policy_sections(pf: Preflight, cfg: RunConfig, docker_client: Any, policy: Mapping[str, Any]) -> None:
+    """Sections 1-3 as the execution policy reads them: what raypipe will and will not do on the
+    network (air-gapped: no pull, no login, no network call), the credentials, the images."""
+    from raypipe.backends import tao as tao_backend
+
+    tao = cfg.backend == "tao"
+    lines = tao_backend.preflight_lines(
+        policy,
+        images={img: tao_backend.image_status(docker_client, img) for img in container_images(cfg)} if tao else None,
+        credentials=tao_backend.credential_status(cfg.tao.credentials) if tao else None,
+        endpoints={"tracking.tracking_uri": cfg.tracking.tracking_uri})
+    if not tao:
         pf.add(2, "none required by the built-in backend")
-    for name in needed:
-        state = "SET" if os.environ.get(name) else "UNSET"  # never the value
-        (pf.ok if state == "SET" else pf.warn)(2, f"{name}: {state}")
-
-
-def _images_section(pf: Preflight, cfg: RunConfig, docker_client: Any) -> None:
-    if cfg.backend != "tao":
         pf.add(3, "not used (built-in backend)")
+    put = {"info": pf.add, "ok": pf.ok, "warn": pf.warn, "blocker": pf.blocker}
+    for line in lines:
+        put[line.level](line.section, line.text)
+
+
+def _backbone_section(pf: Preflight, cfg: RunConfig, spec: dict[str, Any], workspace_root: Path) -> None:
+    """``backend: tao``: the backbone weights must be staged as TAO stages them (BLOCKER otherwise:
+    TAO would train from a random backbone, or fail inside the container)."""
+    if cfg.backend != "tao":
         return
     from raypipe.backends import tao as tao_backend
 
-    for image in container_images(cfg):
-        status = tao_backend.image_status(docker_client, image)
-        line = f"{image}: {status}"
-        if status == "PRESENT":
-            pf.ok(3, line)
-        elif cfg.execution_policy.allow_container_pull:
-            pf.warn(3, line + " (will be pulled after approval)")
-        else:
-            pf.blocker(3, line + " and execution_policy.allow_container_pull is false")
+    problem = tao_backend.backbone_blocker(spec, workspace_root)
+    if problem:
+        pf.blocker(4, f"backbone: {problem}")
+    else:
+        pf.ok(4, f"backbone: {get_dotted(spec, 'model.backbone.pretrained_backbone_path')} is staged")
 
 
 def container_images(cfg: RunConfig) -> list[str]:
@@ -226,7 +237,7 @@ def _epochs(cfg: RunConfig, spec: dict[str, Any] | None) -> Any:
 def _phase2_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, spec: dict[str, Any] | None,
                     resume_rd: Path | None) -> None:
     p2 = cfg.phase2
-    pf.add(6, f"KPI target: {p2.contract.kpi_text} on {workspace_root / CSV_FILES['kpi']}")
+    pf.add(6, f"KPI target: {ti.kpi_target_text(p2.contract.to_dict())} on {workspace_root / CSV_FILES['kpi']}")
     mf = p2.mining_filter
     pf.add(6, f"max_iterations: {p2.max_iterations}  epochs per retrain: {_epochs(cfg, spec)}  "
               f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raypipe import pipeline_state
+from raypipe import tao_interop as ti
 from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.config import (
     ConfigError,
@@ -137,12 +139,61 @@ def main(argv: list[str] | None = None) -> int:
     if not a.resume:
         cfg = cfg.replace(workspace=str(workspace))
     rd = RunDir(a.resume).resolve() if a.resume else None
+    try:
+        policy = run_policy(cfg, rd)
+    except ti.PolicyError as exc:
+        get_console().line(str(exc), level="error")
+        return EXIT_FAILED
+    # Before Ray and MLflow start: both read these at start-up, and both report usage over the
+    # network unless told not to. A private Ray's workers inherit them; a cluster's get them below.
+    offline = ti.offline_environment(policy)
+    os.environ.update(offline)
     from raypipe._ray import ray_session
 
-    with ray_session(cfg.ray_address, dashboard=a.dashboard, log_to_driver=a.verbose,
+    with ray_session(cfg.ray_address, env_vars=offline, dashboard=a.dashboard, log_to_driver=a.verbose,
                      logging_level=logging.INFO if a.verbose else logging.ERROR):
         _show_dashboard(a.dashboard)
-        return _run(a, cfg, changed, workspace, rd, started)
+        return _run(a, cfg, changed, workspace, rd, started, policy)
+
+
+def run_policy(cfg: RunConfig, rd: RunDir | None) -> dict[str, Any]:
+    """The run's execution policy in TAO's words, decided once per run.
+
+    A new run resolves it from the config and the environment (``AIR_GAPPED=1`` forces airgap);
+    a resumed run keeps the one it recorded (TAO treats it as immutable run state), whatever the
+    config says now.
+    """
+    recorded = recorded_policy(rd) if rd is not None else None
+    wanted = cfg.execution_policy.tao_policy()
+    if recorded is None:
+        return wanted
+    if recorded["network_mode"] != wanted["network_mode"]:
+        log.warning("%s keeps its recorded network_mode %s (the config now asks for %s)", rd.root if rd else "",
+                    recorded["network_mode"], wanted["network_mode"])
+    return recorded
+
+
+def recorded_policy(rd: RunDir) -> dict[str, Any] | None:
+    """The policy a run recorded (``deft_state.json``, else the ``resolved`` block of ``config.yaml``);
+    None when there is none in TAO's words (a run dir from before raypipe wrote them)."""
+    import yaml
+
+    from raypipe._io import read_json
+
+    candidates: list[tuple[Path, Any]] = []
+    if rd.deft_state.is_file():
+        candidates.append((rd.deft_state, read_json(rd.deft_state).get("execution_policy")))
+    if rd.config_yaml.is_file():
+        saved = yaml.safe_load(rd.config_yaml.read_text(encoding="utf-8")) or {}
+        candidates.append((rd.config_yaml, (saved.get("resolved") or {}).get("execution_policy")))
+    for path, policy in candidates:
+        if policy is None:
+            continue
+        try:
+            return ti.validate_policy(policy)
+        except ti.PolicyError as exc:
+            log.warning("%s: ignoring the recorded execution policy (%s); resolving it from the config", path, exc)
+    return None
 
 
 def _console_setup(verbose: bool) -> None:
@@ -172,11 +223,11 @@ def _show_dashboard(wanted: bool) -> None:
 
 
 def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None,
-         started: float) -> int:
+         started: float, policy: dict[str, Any]) -> int:
     console = get_console()
     docker = _docker_client(cfg)
     cfg, timing = _time_model(cfg, workspace, rd, started)
-    pf = _preflight(cfg, workspace, rd, docker, timing)
+    pf = _preflight(cfg, workspace, rd, docker, timing, policy)
     summary = pf.render()
     gate = rd is None or changed
     if gate:
@@ -193,7 +244,7 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
 
     ws = load_workspace(workspace)
     rd, run_spec = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed, approved_by="--yes" if a.yes else
-                                    "interactive")
+                                    "interactive", policy=policy)
     if timing is not None:
         atomic_write_json(rd.time_plan, timing.to_json())
     if cfg.backend == "tao":
@@ -202,8 +253,8 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
         from raypipe.preflight import container_images
 
         for image in container_images(cfg):
-            pull_image(docker, image, cfg.execution_policy.model_dump())
-    return _execute(cfg, rd, ws, run_spec, started)
+            pull_image(docker, image, policy)
+    return _execute(cfg, rd, ws, run_spec, started, policy)
 
 
 def _docker_client(cfg: RunConfig) -> Any:
@@ -218,11 +269,12 @@ def _docker_client(cfg: RunConfig) -> Any:
         return None
 
 
-def _preflight(cfg: RunConfig, workspace: Path, rd: RunDir | None, docker: Any, timing: Timing | None) -> Preflight:
+def _preflight(cfg: RunConfig, workspace: Path, rd: RunDir | None, docker: Any, timing: Timing | None,
+               policy: dict[str, Any]) -> Preflight:
     from raypipe.preflight import build_preflight, ray_cluster_info
 
     return build_preflight(cfg, workspace, ray_info=ray_cluster_info(), resume_rd=rd.root if rd else None,
-                           docker_client=docker, timing=timing)
+                           docker_client=docker, timing=timing, execution_policy=policy)
 
 
 def _time_model(cfg: RunConfig, workspace: Path, rd: RunDir | None, started: float,
@@ -274,19 +326,22 @@ def _approved(a: argparse.Namespace) -> bool:
 
 
 def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Preflight, summary: str, *,
-                     changed: bool, approved_by: str) -> tuple[RunDir, dict[str, Any]]:
+                     changed: bool, approved_by: str, policy: dict[str, Any]) -> tuple[RunDir, dict[str, Any]]:
     """A new run dir (run spec, pipeline state) or the resumed one; then the config and the approval."""
+    from raypipe.backends import stage_backbone
     from raypipe.preflight import resolve_run_spec
 
     if rd is None:
         rd = RunDir.create(ws.root)
-        run_spec = resolve_run_spec(cfg, ws.spec)[0]
+        # Staged before run_spec.yaml is written: every phase's spec names the backbone file.
+        run_spec = stage_backbone(cfg, rd.root, resolve_run_spec(cfg, ws.spec)[0])
         atomic_write_text(rd.run_spec, dump_spec(run_spec))
         pipeline_state.save(rd, pipeline_state.new_state())
     else:
         run_spec = load_spec(rd.run_spec)
     resolved = {"workspace": str(ws.root), "run_dir": str(rd.root), "run_spec": str(rd.run_spec),
-                "backbone_substitution": pf.facts.get("backbone_substitution"), "config_digest": config_digest(cfg)}
+                "backbone_substitution": pf.facts.get("backbone_substitution"), "config_digest": config_digest(cfg),
+                "execution_policy": policy}
     atomic_write_text(rd.config_yaml, dump_config(cfg, resolved=resolved))
     if changed or not rd.preflight_md.exists():
         atomic_write_text(rd.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
@@ -294,7 +349,8 @@ def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Prefl
     return rd, run_spec
 
 
-def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any], started: float) -> int:
+def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any], started: float,
+             policy: dict[str, Any]) -> int:
     from raypipe.pipeline import Pipeline
     from raypipe.tracking import StoreError
 
@@ -308,7 +364,7 @@ def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]
     console.line(f"run dir: {rd.root}")
     status = "FAILED"
     try:
-        outcome = Pipeline(rd, cfg, ws, run_spec, tracking=tracking).run()
+        outcome = Pipeline(rd, cfg, ws, run_spec, tracking=tracking, execution_policy=policy).run()
         status = "FINISHED" if outcome.status == "complete" else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -439,6 +439,13 @@ class RunDir:
         return self.root / "pipeline_state.json"
 
     @property
+    def backbone_dir(self) -> Path:
+        """``RD/backbone/``: the built-in backend's staged backbone file (TAO's specs always name one)."""
+        from raypipe.tao_interop import BUILTIN_BACKBONE_DIR
+
+        return self.root / BUILTIN_BACKBONE_DIR
+
+    @property
     def time_plan(self) -> Path:
         """The approved time model and plan: what the ETA of ``raypipe.status`` starts from."""
         return self.root / "time_plan.json"

@@ -164,10 +164,14 @@ def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, 
 
     from raypipe.automl._sampler import RecordingSampler
 
+    # Phase 1 and Phase 3 share ``seed``, and Phase 3's first (enqueued) point is Phase 1's winner:
+    # a sampler seeded alike would draw Phase 1's sequence again and repeat that very point. A
+    # centred sweep draws from its own stream.
+    seed = cfg.seed + 1 if points else cfg.seed
     if cfg.algorithm == "random":
-        sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
+        sampler: Any = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
     # A Tune param_space (not a define-by-run function): OptunaSearch ignores points_to_evaluate
     # with define-by-run spaces (ray#35319), and Phase 3's first trial must be Phase 1's winner.
     searcher = OptunaSearch(sampler=RecordingSampler(sampler, sampler_log), points_to_evaluate=points or None)

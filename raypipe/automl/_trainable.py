@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe.rundir import TrialCheckpoint
 from raypipe.spec import dump_spec, get_dotted, set_dotted
 
@@ -51,7 +52,13 @@ class TrialJob:
 
 
 def build_trial_spec(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Base spec ← spec_overrides ← sampled HPs ← warm start (pretrained path, pinned architecture)."""
+    """Base spec ← spec_overrides ← sampled HPs ← warm start (pretrained path, pinned architecture),
+    naming the CSVs the trial trains and validates on.
+
+    The base spec of Phase 3 is the loop-best's spec, which names the loop-best's training CSV; every
+    spec a sweep records (a trial's, ``best_spec.yaml``, the state's ``training_spec``) must name the
+    data the model was actually trained on.
+    """
     spec = copy.deepcopy(job.base_spec)
     for key, value in job.spec_overrides.items():
         set_dotted(spec, key, copy.deepcopy(value))
@@ -67,7 +74,8 @@ def build_trial_spec(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]
         # pretrained_model_path (weights only, fresh epoch counter), never resume_training_checkpoint_path:
         # resuming would carry the old epoch counter and optimiser into a new sweep.
         set_dotted(spec, "train.pretrained_model_path", job.init_ckpt)
-    return spec
+    return ti.record_training_data(spec, train_csv=job.train_csv, images_dir=job.train_images_dir,
+                                   val_csv=job.val_csv, val_images_dir=job.val_images_dir)
 
 
 def _finite_or_inf(x: Any) -> float:

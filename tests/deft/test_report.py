@@ -24,7 +24,7 @@ from raypipe.metrics import MetricContract, run_evaluator
 from raypipe.rundir import RunDir
 from raypipe.workspace._rows import normalise_label
 
-from ._helpers import ckpt, eval_evidence, new_run, parquet, spec_file, train_evidence
+from ._helpers import ckpt, eval_evidence, new_run, parquet, phase3_entry, spec_file, train_evidence
 
 LIGHTS = ("LowAngleLight", "SolderLight")  # the input_map of the helpers' spec
 
@@ -248,8 +248,7 @@ def test_per_kind_results_match_the_inference_csv(tmp_path):
 
 def test_signed_coloured_delta_follows_the_contract_direction(tmp_path):
     rd, sp, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
-    worse = eval_evidence(rd, "final_automl", ckpt(rd, "final_automl"), far_pass_scores=[0.95, 0.96, 0.3, 0.97])
-    register_final_automl(sp, worse)
+    register_final_automl(sp, phase3_entry(rd, far_pass_scores=[0.95, 0.96, 0.3, 0.97]))  # worse
     finalize(rd)
     html = render_report(rd).read_text()
     it = tables(html)["iterations"]

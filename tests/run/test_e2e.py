@@ -1,6 +1,6 @@
 """End to end: ``python -m raypipe.run`` on the smoke profile, and SIGKILL + ``--resume`` in each phase.
 
-One smoke run (a module fixture) serves every check of a finished run: its artifacts, the
+One smoke run (the session fixture ``smoke_run``) serves every check of a finished run: its artifacts, the
 delivered model on new data, the sealed test split, MLflow, a resume of its final scoring, and a
 second identical run that must reproduce it (determinism).
 """
@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SmokeRun, run_smoke
 from tests.run._artifacts import check_complete_run, find_run_dir
 from tests.run._mlflow_checks import check_outcome, check_store
 from tests.tracking._server import post_json, running_mlflow_server
@@ -68,51 +65,20 @@ def _json(path: Path) -> dict:
         return {}
 
 
-@dataclass(frozen=True)
-class SmokeRun:
-    """One finished ``python -m raypipe.run`` on the smoke profile: the checks below share it."""
-
-    ws: Path
-    cwd: Path  # the working directory: MLflow's default store is ./mlruns there
-    proc: subprocess.CompletedProcess
-    secret: str  # a planted credential that must appear nowhere in the store
-
-    @property
-    def rd(self) -> Path:
-        return find_run_dir(self.ws)
-
-    @property
-    def store(self) -> Path:
-        return self.cwd / "mlruns"
-
-    @property
-    def uri(self) -> str:
-        return f"sqlite:///{self.store / 'mlflow.db'}"
-
-
-def _smoke_run(template: Path, root: Path) -> SmokeRun:
-    """The smoke pipeline on a fresh copy of the tiny demo workspace with a sealed test split."""
-    ws = Path(shutil.copytree(template, root / "ws"))
-    cwd = root / "cwd"
-    cwd.mkdir()
-    secret = "ngc-" + secrets.token_hex(16)
-    proc = subprocess.run(_cmd("--config", str(REPO / "experiments" / "smoke.yaml"), "--workspace", str(ws), "--yes"),
-                          cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "NGC_KEY": secret})
-    (root / "run.log").write_text(proc.stdout + proc.stderr)
-    return SmokeRun(ws, cwd, proc, secret)
-
-
-@pytest.fixture(scope="module")
-def smoke(tiny_workspace_template: Path, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    run = _smoke_run(tiny_workspace_template, tmp_path_factory.mktemp("smoke"))
-    assert run.proc.returncode == 0, run.proc.stdout[-3000:] + run.proc.stderr[-3000:]
-    return run
+@pytest.fixture
+def smoke(smoke_run: SmokeRun) -> SmokeRun:
+    """The session's one smoke run (``tests/conftest.py``), finished and successful."""
+    assert smoke_run.proc.returncode == 0, smoke_run.proc.stdout[-3000:] + smoke_run.proc.stderr[-3000:]
+    return smoke_run
 
 
 def test_smoke_run_end_to_end(smoke: SmokeRun) -> None:
-    rd = smoke.rd
+    rd = smoke.run_dir
     check_complete_run(rd)
+    # Phase 3 starts at Phase 1's winner (same seed): the sampler must not draw that point again
+    trials = pd.read_csv(rd / "final_automl" / "trials.csv")
+    params = trials.loc[trials["trial_id"] != "baseline", "params"]
+    assert len(params) == 2 and params.is_unique, params.tolist()
     out = smoke.proc.stdout
     assert "Phase 3 best" in out and str(rd / "best_model.json") in out
     # What the user reads: every phase under its own name, each DEFT stage as it commits, a closing
@@ -134,10 +100,10 @@ def test_smoke_run_end_to_end(smoke: SmokeRun) -> None:
 
 
 def test_delivered_model_scores_new_data(smoke: SmokeRun, tmp_path: Path) -> None:
-    rd, out = smoke.rd, tmp_path / "scored"
+    rd, out = smoke.run_dir, tmp_path / "scored"
     p = subprocess.run([sys.executable, "-m", "raypipe.infer", "--best-model", str(rd / "best_model.json"),
-                        "--csv", str(smoke.ws / "kpi" / "testing_set.csv"),
-                        "--images-dir", str(smoke.ws / "images"), "--output-dir", str(out)],
+                        "--csv", str(smoke.workspace / "kpi" / "testing_set.csv"),
+                        "--images-dir", str(smoke.workspace / "images"), "--output-dir", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     result = json.loads((out / "metric_result.json").read_text())
@@ -146,11 +112,11 @@ def test_delivered_model_scores_new_data(smoke: SmokeRun, tmp_path: Path) -> Non
 
 
 def test_sealed_test_split_scores_every_step(smoke: SmokeRun) -> None:
-    rd = smoke.rd
+    rd = smoke.run_dir
     traj = json.loads((rd / "trajectory.json").read_text())
     rows = {r["step"]: r for r in traj["rows"]}
     assert traj["sealed_test"]["status"] == "scored"
-    assert traj["sealed_test"]["rows"] == len(pd.read_csv(smoke.ws / "test" / "testing_set.csv"))
+    assert traj["sealed_test"]["rows"] == len(pd.read_csv(smoke.workspace / "test" / "testing_set.csv"))
     for step, row in rows.items():
         result = json.loads((rd / "test" / step / "test_result.json").read_text())
         assert row["test_far_pct"] == result["test_far_pct"] and 0.0 <= row["test_far_pct"] <= 100.0, step
@@ -171,7 +137,7 @@ def test_sealed_test_split_scores_every_step(smoke: SmokeRun) -> None:
 
 
 def test_mlflow_store_holds_the_run_and_its_outcome(smoke: SmokeRun) -> None:
-    rd, uri, store = smoke.rd, smoke.uri, smoke.store
+    rd, uri, store = smoke.run_dir, smoke.uri, smoke.store
     check_store(uri, rd, phase1_trials=2, epochs=1, secret=smoke.secret, store_dir=store)
     outcome = check_outcome(uri, rd)
     best = json.loads((rd / "best_model.json").read_text())
@@ -206,22 +172,22 @@ def test_same_config_and_seed_give_the_same_run(smoke: SmokeRun, tiny_workspace_
 
     from raypipe.backends.builtin._checkpoint import load_checkpoint
 
-    again = _smoke_run(tiny_workspace_template, tmp_path_factory.mktemp("smoke_again"))
+    again = run_smoke(tiny_workspace_template, tmp_path_factory.mktemp("smoke_again"))
     assert again.proc.returncode == 0, again.proc.stdout[-3000:] + again.proc.stderr[-3000:]
-    first, second = _comparable(smoke.rd), _comparable(again.rd)
+    first, second = _comparable(smoke.run_dir), _comparable(again.run_dir)
     assert [r["step"] for r in second["rows"]] == [r["step"] for r in first["rows"]]
     for a, b in zip(first["rows"], second["rows"]):
         assert a == b, a["step"]
     assert second == first
     weights = [load_checkpoint(json.loads((rd / "best_model.json").read_text())["checkpoint"])["state_dict"]
-               for rd in (smoke.rd, again.rd)]
+               for rd in (smoke.run_dir, again.run_dir)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), "the delivered weights differ"
 
 
 def test_resume_of_an_unscored_run_scores_only_what_is_missing(smoke: SmokeRun) -> None:
     """A run killed during the final scoring: ``--resume`` scores the missing steps and nothing else."""
-    rd = smoke.rd
+    rd = smoke.run_dir
     before = json.loads((rd / "trajectory.json").read_text())
     placements = (rd / "placement.jsonl").read_text()
     events = len(json.loads((rd / "deft_state.json").read_text())["events"])
