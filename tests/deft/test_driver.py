@@ -192,7 +192,7 @@ def test_config_block_is_tao_vocabulary_from_the_typed_config(tmp_path: Path) ->
                          layout=ImageLayout(("L",), ".png"))
     block = config_block(cfg, inputs, RunDir(tmp_path / "rd"))
     assert block["mining_filter"] == {"top_k_per_target": 5, "metric": "cosine", "min_similarity": 0.7,
-                                      "embedder": "model", "history_aware": {
+                                      "embedder": "imagenet", "label_mode": "label", "history_aware": {
                                           "enabled": True, "identity": "filepath",
                                           "history_file": str((tmp_path / "rd" / "mining_history.json").resolve())}}
     assert block["sdg"] == {"kind": "builtin", "num_SDG": 24} and block["num_gpus"] == 0.5
