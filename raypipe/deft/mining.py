@@ -154,18 +154,20 @@ def run_mining(inputs: MiningInputs, *, embedding: Embedding) -> dict[str, Any]:
     n_sdg = 0 if sdg_rows is None else len(sdg_rows)
     others = [e for e in ledger["iterations"] if e["iteration"] != inputs.iteration]
     cumulative = len({fp for e in others for fp in e["selected_filepaths"]} | set(mined["filepath"]))
-    summary = {
+    excluded = int(mined_before.sum()) if sel.history_aware else 0
+    precision = headline(stats)
+    summary: dict[str, Any] = {
         "iteration": inputs.iteration, "topn": sel.top_k_per_target, "candidate_unique_count": len(cands),
         "already_mined_count": int(cands["already_mined"].sum()), "selected_count": len(mined),
         "cumulative_unique_count": cumulative, "kept_count": n_kept,
         "similarity_threshold": float(sel.min_similarity), "metric": "cosine (pool-centred)",
         "label_mode": sel.label_mode, "history_aware": sel.history_aware,
-        "excluded_mined_earlier": int(mined_before.sum()) if sel.history_aware else 0,
+        "excluded_mined_earlier": excluded,
         "embedder": embedding.embedder.name, "embedder_version": embedding.embedder.version,
         "target_count": len(targets), "pool_count": len(pool), "sdg_row_count": n_sdg,
         "labels_without_pool_rows": no_pool_rows,
         "warnings": [f"target label {lab} has no rows in the pool" for lab in no_pool_rows],
-        "mining_precision": _precision(mined), **headline(stats),
+        "mining_precision": _precision(mined), **precision,
         "history_file": str(Path(inputs.history_path).resolve()),
     }
     evidence = _write_outputs(inputs, cands, mined, summary, table, targets=targets, pool=pool, identity=identity,
@@ -181,12 +183,12 @@ def run_mining(inputs: MiningInputs, *, embedding: Embedding) -> dict[str, Any]:
                                    inputs.validation_images_dir, root)
     if mined.empty and n_sdg == 0:
         raise HardStop(STAGE, f"nothing new to train on: 0 novel mined rows ({n_kept} kept, "
-                              f"{int(summary['excluded_mined_earlier'])} mined earlier) and no SDG rows",
+                              f"{excluded} mined earlier) and no SDG rows",
                        "lower phase2.mining_filter.min_similarity, add pool rows, or enable SDG for these labels")
     # the ledger moves only when the stage succeeds, after the files its digests cover
     _write_ledger(inputs, others, mined["filepath"], summary)
     log.info("data_mining: %d candidates, %d kept, %d selected (defect-target precision %s); mining_pool.csv %d rows",
-             len(cands), n_kept, len(mined), _fmt(summary["defect_precision"]), len(mined) + n_sdg)
+             len(cands), n_kept, len(mined), _fmt(precision["defect_precision"]), len(mined) + n_sdg)
     return {**evidence, "mining_pool_csv": str(pool_path), "mining_history": str(Path(inputs.history_path).resolve())}
 
 

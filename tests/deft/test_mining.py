@@ -14,6 +14,7 @@ import pytest
 from raypipe import tao_interop as ti
 from raypipe.deft._stage_io import write_parquet
 from raypipe.deft.errors import HardStop
+from raypipe.deft.iteration_metrics import iteration_metrics
 from raypipe.deft.mining import BLIND_PRECISION, summary_line
 from raypipe.deft.sdg import run_sdg
 from raypipe.deft.stages import REGISTRY
@@ -90,6 +91,13 @@ def test_per_label_stats_logs_and_summary_line(tiny_workspace, tmp_path):
         assert 0.0 <= row[BLIND_PRECISION] <= 1.0  # the embedder's own precision, searching label-blind
     line = summary_line(ev["mining_stats_csv"], ev["mining_mined_count"])
     assert "\n" not in line and f"mined {len(mined)} novel pool rows" in line
+    # the same numbers go to MLflow (per label) with the defect-target headline
+    metrics = iteration_metrics({"iterations": {"iter1": ev}, "events": []}, "iter1")
+    for label, row in stats.iterrows():
+        assert metrics[f"mining_{label}_mined"] == row["mined"]
+        assert metrics[f"mining_{label}_recall"] == pytest.approx(row["recall"])
+    defect = stats[stats.index != "PASS"]
+    assert metrics["mining_defect_precision"] == pytest.approx(defect["same_label"].sum() / defect["mined"].sum())
 
     # TAO's step logs state the real facts, then TAO's status line
     source = Path(ev["mining_source_log"]).read_text().splitlines()
