@@ -413,7 +413,7 @@ def _section_data(run: _Run) -> str:
         parts.append("<h3>Mining funnel and set size</h3>")
         parts.append(table(["iteration", "mined raw (candidates)", "kept (≥ min_similarity)", "mined novel", "SDG",
                             "total rows", "Δ rows"], growth, table_id="growth"))
-    mining = _mining_rows(run)
+    mining = mining_rows(run)
     if mining:
         parts.append("<h3>Mining per kind</h3><p class='muted'>precision: share of the rows a kind's targets mined "
                      "that carry that kind; label-blind: the same with the whole pool searched (the embedder's own "
@@ -425,7 +425,7 @@ def _section_data(run: _Run) -> str:
     return "".join(parts)
 
 
-def _mining_rows(run: _Run) -> list[list[Any]]:
+def mining_rows(run: _Run) -> list[list[Any]]:
     """One row per iteration and kind from each iteration's ``mining_stats.csv``."""
     def pct(x: Any) -> str:
         return "–" if num(x) is None else f"{100 * float(x):.0f} %"

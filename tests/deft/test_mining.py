@@ -16,6 +16,7 @@ from raypipe.deft._stage_io import write_parquet
 from raypipe.deft.errors import HardStop
 from raypipe.deft.iteration_metrics import iteration_metrics
 from raypipe.deft.mining import BLIND_PRECISION, summary_line
+from raypipe.deft.report import _Run, mining_rows
 from raypipe.deft.sdg import run_sdg
 from raypipe.deft.stages import REGISTRY
 from raypipe.testing.tao_contract import check_mining_ledger
@@ -98,6 +99,9 @@ def test_per_label_stats_logs_and_summary_line(tiny_workspace, tmp_path):
         assert metrics[f"mining_{label}_recall"] == pytest.approx(row["recall"])
     defect = stats[stats.index != "PASS"]
     assert metrics["mining_defect_precision"] == pytest.approx(defect["same_label"].sum() / defect["mined"].sum())
+    # and to the report's mining table: one row per kind, the counts of the file
+    rows = mining_rows(_Run(run_dir(ws), {"iterations": {"iter1": ev}}, {}))
+    assert [(r[0], r[1], float(r[3])) for r in rows] == [("iter1", lab, row["mined"]) for lab, row in stats.iterrows()]
 
     # TAO's step logs state the real facts, then TAO's status line
     source = Path(ev["mining_source_log"]).read_text().splitlines()
