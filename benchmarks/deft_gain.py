@@ -16,8 +16,12 @@ For every run seed, on one demo workspace:
 
 Prints per seed and mean ± sd; a gain inside the seed-to-seed spread is not a gain.
 
+``--replay RUN_DIR`` skips step 1 (a pipeline run costs minutes per seed): every seed retrains all
+three arms from that run's baseline checkpoint, the loop's arm on the run's own merged training
+sets, so the spread is that of training with the loop's data held fixed.
+
     python benchmarks/deft_gain.py [--workspace DIR] [--seeds 0 1 2] [--config experiments/aoi_default.yaml]
-        [--phase1-trials N] [--smoke-test] [--json FILE]
+        [--phase1-trials N] [--replay RUN_DIR] [--smoke-test] [--json FILE]
 
 Without ``--workspace`` a demo workspace is generated in a temp dir (``--demo-seed``, ``--scale``).
 """
@@ -108,25 +112,30 @@ def added_rows(ws: Path, combined_csv: str | None) -> int:
     return len(read_rows(Path(combined_csv))) - len(read_rows(ws / CSV_FILES["train"]))
 
 
-def run_controls(ws: Path, out: Path, steps: list[dict[str, Any]], seed: int,
-                 trainer: BuiltinTrainer) -> dict[str, list[str]]:
-    """Each control chained through the loop's iterations from the loop's own baseline checkpoint."""
-    images, val_csv = ws / "images", ws / CSV_FILES["validation"]
+def run_controls(ws: Path, out: Path, steps: list[dict[str, Any]], seed: int, trainer: BuiltinTrainer,
+                 arms: tuple[str, ...] = ("extra_epochs", "random_rows")) -> dict[str, list[str]]:
+    """Each arm chained through the loop's iterations from the loop's own baseline checkpoint
+    (``deft``: retrain on the loop's merged sets with this seed, for ``--replay``)."""
+    val_csv = ws / CSV_FILES["validation"]
     train = read_rows(ws / CSV_FILES["train"])
     pool = read_rows(ws / CSV_FILES["pool"])
     order = np.random.default_rng(10_000 + seed).permutation(len(pool))  # cumulative random draws
-    ckpts: dict[str, list[str]] = {"extra_epochs": [], "random_rows": []}
+    ckpts: dict[str, list[str]] = {arm: [] for arm in arms}
     for arm in ckpts:
         init = Path(steps[0]["ckpt"])
         for i, step in enumerate(steps[1:], start=1):
-            n = added_rows(ws, step["combined_csv"]) if arm == "random_rows" else 0
-            rows = pd.concat([train, pool.iloc[np.sort(order[:n])]], ignore_index=True).fillna("")
             d = out / arm / step["label"]
             d.mkdir(parents=True, exist_ok=True)
-            csv = write_rows(rows, d / "train.csv")
+            if arm == "deft":  # the loop's own merged set (rows relative to the workspace root)
+                csv, images = Path(step["combined_csv"]), ws
+            else:
+                n = added_rows(ws, step["combined_csv"]) if arm == "random_rows" else 0
+                rows = pd.concat([train, pool.iloc[np.sort(order[:n])]], ignore_index=True).fillna("")
+                csv, images = write_rows(rows, d / "train.csv"), ws / "images"
             spec = load_training_spec(step["spec"])
             set_dotted(spec, "train.pretrained_model_path", str(init))
-            res = trainer.train(spec, csv, val_csv, d / "train", init, images_dir=images, seed=seed * 100 + i)
+            res = trainer.train(spec, csv, val_csv, d / "train", init, images_dir=images,
+                                val_images_dir=ws / "images", seed=seed * 100 + i)
             init = Path(res.best_val_ckpt)
             ckpts[arm].append(str(init))
     return ckpts
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="extra run config override (repeatable)")
     ap.add_argument("--smoke-test", action="store_true", help="scale-0.1 demo, smoke profile, 1 seed")
+    ap.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
+                    help="no pipeline run: every seed retrains all three arms from this run's baseline checkpoint, "
+                         "the loop arm on the run's own merged sets (seed-to-seed spread of training, loop data fixed)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspace and outputs here")
     args = ap.parse_args(argv)
@@ -176,16 +188,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             out = tmp / f"seed{seed}"
             out.mkdir(parents=True, exist_ok=True)
             load0 = os.getloadavg()
-            rd, wall = run_pipeline(ws, config, seed, extra, out / "pipeline.log")
+            if args.replay:
+                rd, wall = RunDir(args.replay), 0.0
+            else:
+                rd, wall = run_pipeline(ws, config, seed, extra, out / "pipeline.log")
             steps = loop_record(rd)
             t0 = time.perf_counter()
             if len(steps) < 2:
                 print(f"seed {seed}: the loop ran no iteration (baseline met the KPI?); run {rd.root}")
                 continue
-            ctrl = run_controls(ws, out, steps, seed, trainer)
+            ctrl = run_controls(ws, out, steps, seed, trainer, ARMS if args.replay else ARMS[1:])
             spec0 = steps[0]["spec"]
-            deft = test_scores(ws, out / "deft", spec0, [s["ckpt"] for s in steps], trainer)
-            r = {"seed": seed, "run_dir": str(rd.root), "pipeline_wall_s": wall, "load_avg_start": load0,
+            loop_ckpts = ctrl["deft"] if args.replay else [s["ckpt"] for s in steps[1:]]
+            deft = test_scores(ws, out / "deft", spec0, [steps[0]["ckpt"], *loop_ckpts], trainer)
+            r = {"seed": seed, "run_dir": str(rd.root), "replay": bool(args.replay), "pipeline_wall_s": wall, "load_avg_start": load0,
                  "load_avg_end": os.getloadavg(), "iterations": [s["label"] for s in steps[1:]],
                  "added_rows": [added_rows(ws, s["combined_csv"]) for s in steps[1:]],
                  "baseline_test": deft[0], "deft_test": deft[1:],
