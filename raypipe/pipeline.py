@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from raypipe import pipeline_state
 from raypipe.backends import backend_options
+from raypipe.console import fmt_duration, follow_deft, get_console, phase_heading
 from raypipe.deft.context import LoopContext, config_block
 from raypipe.deft.driver import refresh_report
 from raypipe.deft.state import initialise_state, load_state, ordered_labels
@@ -23,7 +25,7 @@ from raypipe.handoffs import Phase1Handoff, phase1_to_phase2
 from raypipe.metrics import pick_best
 from raypipe.rundir import BASELINE, FINAL_AUTOML, RunDir, is_loop_label, iteration_number, resume_command
 from raypipe.spec import flatten, load_training_spec
-from raypipe.trajectory import format_table, write_trajectory
+from raypipe.trajectory import write_trajectory
 
 if TYPE_CHECKING:
     from raypipe.automl import SweepInputs, SweepResult
@@ -149,7 +151,8 @@ class Pipeline:
         # user has fixed the cause; within one invocation a hard stop ends the run.
         pipeline_state.mark(self.rd, "phase2", "in_progress")
         with self._phase_run("phase2") as run:
-            outcome = run_loop(self.rd.root, self.cfg, self._loop_inputs(p1, tracking=run.context()))
+            with follow_deft(self.rd.root):  # the loop runs in an actor: its progress is printed from here
+                outcome = run_loop(self.rd.root, self.cfg, self._loop_inputs(p1, tracking=run.context()))
             state = load_state(self.rd.deft_state)
             self._lineage_phase2(state, p1, run.run_id)
             self._log_iteration_datasets(state, run.context())
@@ -256,10 +259,16 @@ class Pipeline:
     # -- helpers ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _phase_run(self, phase: str) -> Iterator[Any]:
+        """The phase's MLflow run, and its lines on the console (a heading, every line tagged, its time)."""
         from raypipe import tracking as tr
 
-        with tr.child_run(self.tracking, phase, key=phase, tags={"raypipe.phase": phase}) as run:
+        console = get_console()
+        console.rule(phase_heading(phase))
+        t0 = time.monotonic()
+        with console.in_phase(phase), tr.child_run(self.tracking, phase, key=phase,
+                                                   tags={"raypipe.phase": phase}) as run:
             yield run
+        console.line(f"done in {fmt_duration(time.monotonic() - t0)}", phase=phase)
 
     def _phase_status(self, phase: str) -> str:
         status: str = pipeline_state.load(self.rd)["phases"][phase]["status"]
@@ -342,9 +351,3 @@ def _warm_start_of(entry: dict[str, Any]) -> str | None:
         return None
     value = (s.get("train") or {}).get("pretrained_model_path")
     return str(value) if value else None
-
-
-def print_summary(outcome: PipelineOutcome) -> str:
-    text = format_table(outcome.trajectory)
-    tail = f"\nbest model: {outcome.best_model_json}" if outcome.best_model_json else ""
-    return f"{text}{tail}"

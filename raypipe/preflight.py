@@ -19,6 +19,7 @@ from raypipe.spec import get_dotted, set_dotted
 from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
 
 if TYPE_CHECKING:
+    from raypipe.budget import Timing
     from raypipe.config import RunConfig
 
 SECTION_TITLES = (
@@ -103,8 +104,13 @@ def build_preflight(
     resume_rd: Path | None = None,
     docker_client: Any = None,
     probe: Callable[[], float] | None = None,
+    timing: Timing | None = None,
 ) -> Preflight:
-    """Run every read-only check and lay out the nine sections in order."""
+    """Run every read-only check and lay out the nine sections in order.
+
+    ``timing``: the run's time model (and its plan under a time budget) for the compute estimate;
+    without it the estimate comes from ``probe`` (when ``preflight.probe``) or the config.
+    """
     from raypipe.workspace import check_workspace
 
     pf = Preflight()
@@ -129,7 +135,8 @@ def build_preflight(
     _phase1_section(pf, cfg, workspace_root)
     _phase2_section(pf, cfg, workspace_root, spec, resume_rd)
     _phase3_section(pf, cfg, workspace_root)
-    _estimate_section(pf, cfg, spec, probe)
+    rows = {k: v.rows for k, v in report.stats.csvs.items()}
+    _estimate_section(pf, timing or _timing(pf, cfg, rows, probe))
     pf.add(9, "Approving runs all three phases without further pauses, except hard stops.")
     if pf.blockers:
         pf.add(9, f"{len(pf.blockers)} BLOCKER(s): the run will not start until they are fixed.")
@@ -246,23 +253,22 @@ def _phase3_section(pf: Preflight, cfg: RunConfig, workspace_root: Path) -> None
     pf.add(7, f"validation set: {workspace_root / CSV_FILES['validation']} (same as Phase 1)")
 
 
-def _estimate_section(pf: Preflight, cfg: RunConfig, spec: dict[str, Any] | None,
-                      probe: Callable[[], float] | None) -> None:
-    n1 = cfg.phase1.automl_max_recommendations if cfg.phase1.enabled else 0
-    n3 = cfg.phase3.automl_max_recommendations if cfg.phase3.enabled else 0
-    conc = cfg.automl.max_concurrent_trials
-    t_trial, source = cfg.preflight.t_trial_s, "config (preflight.t_trial_s)"
-    t_iter = cfg.preflight.t_iter_s
+def _timing(pf: Preflight, cfg: RunConfig, rows: dict[str, int], probe: Callable[[], float] | None) -> Timing:
+    from raypipe.budget import CostModel, Knobs, Timing, Workload, epoch_from_config
+
     if cfg.preflight.probe and probe is not None and not pf.blockers:
-        t_epoch = probe()
-        epochs = _epochs(cfg, spec)
-        t_trial = t_epoch * (int(epochs) if isinstance(epochs, int) else 1) + 3.0
-        t_iter = 2.5 * t_trial
-        source = f"measured 1-epoch probe ({t_epoch:.1f} s/epoch)"
-    m = cfg.phase2.max_iterations
-    total = n1 * t_trial / conc + m * t_iter + n3 * t_trial / conc
-    pf.add(8, f"{n1} × {t_trial:.0f} s / {conc} concurrent + {m} × {t_iter:.0f} s + {n3} × {t_trial:.0f} s / {conc} "
-              f"≈ {total / 60:.1f} min  (t from {source})")
+        epoch_s, source = probe(), "a measured 1-epoch probe"
+    else:
+        epoch_s, source = epoch_from_config(cfg), "config preflight.t_trial_s"
+    return Timing(CostModel(epoch_s, Workload.of(cfg, rows)), Knobs.of(cfg), source)
+
+
+def _estimate_section(pf: Preflight, timing: Timing) -> None:
+    for line in timing.lines():
+        if timing.plan is not None and not timing.plan.fits and line in timing.plan.notes:
+            pf.warn(8, line)
+        else:
+            pf.add(8, line)
 
 
 def _dataset_section(pf: Preflight, ws: Any) -> None:

@@ -433,6 +433,11 @@ class RunDir:
     def pipeline_state(self) -> Path:
         return self.root / "pipeline_state.json"
 
+    @property
+    def time_plan(self) -> Path:
+        """The approved time model and plan: what the ETA of ``raypipe.status`` starts from."""
+        return self.root / "time_plan.json"
+
     # -- Phase 1 / 3 ---------------------------------------------------------------------------
     def sweep(self, phase: str) -> SweepDir:
         """``phase1`` → ``RD/phase1_automl/``, ``phase3`` → ``RD/final_automl/``."""

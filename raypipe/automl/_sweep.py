@@ -35,6 +35,7 @@ from raypipe.automl._space import (
 )
 from raypipe.automl._trainable import META_FILE, TrialJob, build_trial_spec, sweep_trial
 from raypipe.backends.base import parse_checkpoint_name
+from raypipe.console import fmt_counts, get_console
 from raypipe.rundir import SweepDir
 from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, has_dotted
 
@@ -433,8 +434,8 @@ def _baseline(cfg: SweepConfig, inputs: SweepInputs, out: SweepDir, plan: _Plan)
     baseline = baseline_eval(reference_spec, Path(inputs.init_ckpt), Path(inputs.val_csv),
                              Path(inputs.val_images_dir), out, inputs.backend, dict(inputs.backend_options),
                              cfg.resources)
-    print(f"[{plan.name}] baseline (warm-start checkpoint) on validation: FAR {baseline['far_pct']:.2f}% "
-          f"pred {baseline['pred_counts']}", flush=True)
+    get_console().line(f"warm-start checkpoint on the validation set: FAR {baseline['far_pct']:.2f}% "
+                       f"(predicted {fmt_counts(baseline['pred_counts'])})", phase=plan.name)
     return baseline
 
 
@@ -447,7 +448,7 @@ def _experiment(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, c
                                                                   out.sampler_log)
     expected = num_samples if cfg.algorithm != "grid" else grid_param_space(plan.params)[1]
     watch = FailureWatch(threshold=min(expected, max(2, cfg.max_concurrent_trials)))
-    progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected)
+    progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected, concurrency=cfg.max_concurrent_trials)
     _run_tune(trainable=_trainable(plan.job_for(cfg.seed, plan.name), cfg), exp_path=where.exp_path,
               storage=where.storage, name=plan.name, cfg=cfg, param_space=param_space, search_alg=search_alg,
               scheduler=scheduler, num_samples=num_samples, callbacks=[progress, *callbacks], watch=watch)
@@ -531,8 +532,9 @@ def _write_outputs(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage
         "noise_guard": ranking.noise, "failed": failed,
         "ranked": [{"trial_id": t.trial_id, "score": t.score, "checkpoint": str(t.checkpoint) if t.checkpoint else None,
                     "pred_counts": t.pred_counts} for t in ranked_out]})
-    print(f"[{plan.name}] best trial {best.trial_id}: {cfg.metric} {best.score(cfg.metric):.4g} "
-          f"(val_far {best.val_far:.2f}%), checkpoint {best_ckpt}", flush=True)
+    score = "" if cfg.metric == "far_pct" else f"{cfg.metric} {best.score(cfg.metric):.4g}, "
+    get_console().line(f"best trial {best.trial_id}: {score}validation FAR {best.val_far:.2f}%, checkpoint {best_ckpt}",
+                       phase=plan.name)
     return SweepResult(
         best_rec_path=best_rec_path, trials_csv=trials_csv, best_spec=build_trial_spec(job, dict(best.params)),
         best_checkpoint=best_ckpt, best_score=best.score(cfg.metric), best_trial_id=best.trial_id, ranked=ranked_out,

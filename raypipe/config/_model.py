@@ -291,6 +291,7 @@ class RunConfig(Node):
     seed: NonNegativeInt
     ray_address: str | None
     storage_path: str | None
+    time_budget: str | int | float | None
     spec_overrides: dict[str, Any]
     automl: AutoMLConfig
     phase1: Phase1Config
@@ -302,6 +303,25 @@ class RunConfig(Node):
     tao: TaoConfig
 
     _spec_overrides = field_validator("spec_overrides")(_check_dotted_keys)
+
+    @field_validator("time_budget")
+    @classmethod
+    def _time_budget(cls, value: str | int | float | None) -> str | int | float | None:
+        from raypipe.budget import BudgetError, parse_duration
+
+        if value is not None:
+            try:
+                parse_duration(value)
+            except BudgetError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """The time budget in seconds (None: run as configured)."""
+        from raypipe.budget import parse_duration
+
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @field_validator("device")
     @classmethod

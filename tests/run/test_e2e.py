@@ -70,7 +70,17 @@ def test_smoke_run_end_to_end(tiny_workspace, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rd = find_run_dir(tiny_workspace)
     check_complete_run(rd)
-    assert "phase3_best" in proc.stdout and str(rd / "best_model.json") in proc.stdout
+    assert "Phase 3 best" in proc.stdout and str(rd / "best_model.json") in proc.stdout
+    # What the user reads: every phase under its own name, each DEFT stage as it commits, a closing
+    # summary, and none of the libraries' chatter (Ray worker prefixes, the end-of-sweep SIGTERM
+    # traceback, MLflow's store creation) or Python dicts.
+    out = proc.stdout + proc.stderr
+    for phase in ("Phase 1", "Phase 2", "Phase 3"):
+        assert f"  {phase}   " in proc.stdout, phase
+    assert " evaluate " in proc.stdout and " rca " in proc.stdout and "[final_automl]" not in out
+    assert "Run complete" in proc.stdout and "total time" in proc.stdout and "mlflow ui" in proc.stdout
+    for chatter in ("(pid=", "Exception ignored", "SystemExit", "Creating initial MLflow", "{'PASS'", "## 1."):
+        assert chatter not in out, chatter
 
     # The delivered model scores new data on its own.
     out = tmp_path / "scored"
