@@ -236,13 +236,17 @@ def _epochs(cfg: RunConfig, spec: dict[str, Any] | None) -> Any:
 
 def _phase2_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, spec: dict[str, Any] | None,
                     resume_rd: Path | None) -> None:
+    from raypipe.embedding import describe_embedder
+
     p2 = cfg.phase2
     pf.add(6, f"KPI target: {ti.kpi_target_text(p2.contract.to_dict())} on {workspace_root / CSV_FILES['kpi']}")
     mf = p2.mining_filter
     pf.add(6, f"max_iterations: {p2.max_iterations}  epochs per retrain: {_epochs(cfg, spec)}  "
               f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind})")
-    pf.add(6, f"mining: top-K {mf.top_k_per_target} (cosine, history-aware), min_similarity {mf.min_similarity}, "
-              f"embedder {mf.embedder}")
+    pf.add(6, f"mining: top-K {mf.top_k_per_target} per target (centred cosine, history-aware), min_similarity "
+              f"{mf.min_similarity}, label_mode {mf.label_mode}, {mf.workers} embedding worker(s), cache "
+              + ((mf.cache.dir or "user cache dir") if mf.cache.enabled else "off"))
+    pf.add(6, f"mining embedder {describe_embedder(mf.embedder)}")
     pf.add(6, f"resources: train/infer/embed {_fmt_res(p2.resources.train.as_dict())}; CPU stages "
               f"{_fmt_res(p2.resources.cpu_stage.as_dict())}")
     pf.add(6, "baseline: " + ("pre-seeded from the Phase 1 winner's checkpoint (no retrain)" if cfg.phase1.enabled

@@ -225,10 +225,14 @@ class MiningDir:
     def mining_pool(self) -> Path:
         return self.path / "mining_pool.csv"
 
+    @property
+    def stats(self) -> Path:  # per label: targets, mined, same-label precision, pool recall
+        return self.path / "mining_stats.csv"
+
     def mining_outputs(self) -> list[Path]:
         """Every file the data_mining stage owns here (``sdg_rows_raw.csv`` belongs to the SDG stage)."""
         return [self.knn_summary, self.source_embeddings, self.target_embeddings, self.candidates, self.mined,
-                self.history_summary, self.mining_pool]
+                self.history_summary, self.mining_pool, self.stats]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The run config: one typed tree built and validated once (defaults ← ``--config`` ← overrides).
 
     cfg = load_config("experiments/smoke.yaml", ["phase2.max_iterations=2"])
-    cfg.phase2.mining_filter.min_similarity   # 0.8 — typed, frozen, validated
+    cfg.phase2.mining_filter.top_k_per_target  # 5 — typed, frozen, validated
     cfg.automl.resources_per_trial.as_dict()  # {"cpu": 1.0, "gpu": 0.0}
 
 Phases receive the node they need (``cfg.phase2``, ``cfg.tao``); nobody reads raw dicts or

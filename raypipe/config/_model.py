@@ -167,10 +167,20 @@ class SdgConfig(Node):
         return value
 
 
+class EmbeddingCacheConfig(Node):
+    """Pool embeddings cached by image content and embedder version (never inside the workspace)."""
+
+    enabled: bool
+    dir: str | None  # None: the user cache dir (``~/.cache/raypipe/embeddings``)
+
+
 class MiningFilterConfig(Node):
     top_k_per_target: PositiveInt
-    min_similarity: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]  # cosine
-    embedder: Literal["model", "pixels"]
+    min_similarity: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]  # centred cosine
+    embedder: Literal["imagenet", "difference", "pixels", "model"]
+    label_mode: Literal["label", "class", "none"]
+    cache: EmbeddingCacheConfig
+    workers: NonNegativeInt  # parallel Ray embedding tasks (0: in the loop's driver)
 
 
 class Phase2Config(Node):
@@ -366,7 +376,7 @@ class RunConfig(Node):
         if self.backend == "tao" and self.phase2.mining_filter.embedder == "model":
             raise KeyProblem("phase2.mining_filter.embedder",
                                  "'model' needs an embedding entry point the TAO container does not have; "
-                                 "set phase2.mining_filter.embedder=pixels with backend: tao",
+                                 "set phase2.mining_filter.embedder=imagenet (or difference, pixels) with backend: tao",
                              related=("backend",))
         return self
 
@@ -378,7 +388,7 @@ class RunConfig(Node):
 
 
 __all__ = [
-    "AutoMLConfig", "ExecutionPolicy", "KeyProblem", "MiningFilterConfig", "Node", "Phase1Config", "Phase2Config",
+    "AutoMLConfig", "EmbeddingCacheConfig", "ExecutionPolicy", "KeyProblem", "MiningFilterConfig", "Node", "Phase1Config", "Phase2Config",
     "Phase2Resources", "Phase3Config", "PreflightConfig", "RcaConfig", "Resources", "RunConfig",
     "SdgConfig", "TaoConfig", "TrackingConfig",
 ]

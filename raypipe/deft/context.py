@@ -135,6 +135,7 @@ def config_block(cfg: RunConfig, ctx: LoopContext, rd: RunDir) -> dict[str, Any]
         "sdg": {"kind": p2.sdg.kind, "num_SDG": p2.sdg.num_SDG},
         "mining_filter": {"top_k_per_target": p2.mining_filter.top_k_per_target, "metric": "cosine",
                           "min_similarity": p2.mining_filter.min_similarity, "embedder": p2.mining_filter.embedder,
+                          "label_mode": p2.mining_filter.label_mode,
                           "history_aware": {"enabled": True, "identity": "filepath",
                                             "history_file": str(rd.resolve().mining_history)}},
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from raypipe.rundir import RunDir
+from raypipe.workspace._rows import PASS
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,29 @@ def iteration_metrics(state: Mapping[str, Any], label: str) -> dict[str, float]:
             out["mining_kept"] = float(knn.iloc[0].get("kept_count", 0))
     if "mining_mined_count" in e:
         out["mining_mined"] = float(e["mining_mined_count"])
+    if e.get("mining_stats_csv") and Path(e["mining_stats_csv"]).is_file():
+        out.update(mining_label_metrics(pd.read_csv(e["mining_stats_csv"], keep_default_na=False, na_values=[""])))
     if "anomalygen_amp_allocated" in e:
         out["sdg_count"] = float(e["anomalygen_amp_allocated"])
     for ev in state.get("events", []):
         if ev["iter"] == label:
             out[f"stage_sec_{ev['stage']}"] = out.get(f"stage_sec_{ev['stage']}", 0.0) + float(ev["duration_sec"])
+    return out
+
+
+def mining_label_metrics(table: Any) -> dict[str, float]:
+    """Per label of ``mining_stats.csv``: targets, mined, same-label precision, pool recall (this
+    iteration and cumulative) and the embedder's label-blind precision; empty cells are not logged."""
+    import pandas as pd
+
+    out: dict[str, float] = {}
+    for row in table.to_dict("records"):
+        for col in ("targets", "mined", "precision", "recall", "cumulative_recall", "label_blind_precision"):
+            if col in row and pd.notna(row[col]):
+                out[f"mining_{row['label']}_{col}"] = float(row[col])
+    defect = table[table["label"] != PASS]
+    if len(defect) and defect["mined"].sum() > 0:  # the headline: micro-averaged over defect targets
+        out["mining_defect_precision"] = float(defect["same_label"].sum() / defect["mined"].sum())
     return out
 
 
@@ -69,4 +88,4 @@ def track_iteration(tracking: Any, rd: RunDir, label: str) -> None:
         log.exception("tracking for %s failed", label)
 
 
-__all__ = ["iteration_metrics", "track_iteration"]
+__all__ = ["iteration_metrics", "mining_label_metrics", "track_iteration"]

@@ -1,18 +1,24 @@
 """Data mining: find pool samples that look like the weak KPI samples (the ``data_mining`` stage).
 
-Targets (the routed weak samples, one row per sample) and the pool are embedded with the SAME
-embedder, L2-normalised, and searched with an exact FAISS inner-product index (= cosine). A pool
-row is a *candidate* when it is among the ``top_k_per_target`` neighbours of some target; it is
-*kept* when its best cosine over the targets reaches ``min_similarity``; it is *selected* (novel)
-when no earlier iteration already mined it (the ledger ``RD/mining_history.json``).
+The routed targets (RCA's weakest KPI samples, one row per sample) and the pool go through the
+SAME embedder (:mod:`raypipe.embedding`: the pool in parallel Ray tasks, both through a cache keyed
+by image content and embedder version), then the selection recipe of
+:mod:`raypipe.deft._selection` picks rows: centred cosine, label-aware per-target top-k, rows mined
+in earlier iterations removed from the search space first, a similarity cut.
 
-Each mined row remembers the label of the target that found it (``target_label``) so mining
-precision (pool label == target label) can be measured; the pool label stays the row's label:
-the pool is labelled, mining only chooses which rows to add.
+Each mined row remembers the label of the target that found it (``target_label``), so mining
+precision (pool label == target label) and pool recall per kind are measured every iteration
+(``mining_stats.csv``); the pool label stays the row's label: the pool is labelled, mining only
+chooses which rows to add.
 
 Identity of a pool sample (ledger ``selected_filepaths``): the absolute path of its capture without
 the light suffix, ``<pool image root>/<input_path>/<object_name>`` — the same for every light and
 every iteration, and needing no knowledge of the lights.
+
+TAO's records are written as TAO's commit script expects them: the resolved pool CSV before the
+pool is read, one log per step (target embeddings, source embeddings, nearest neighbours) and the
+ledger ``RD/mining_history.json`` in TAO's format, with an empty entry for a skipped iteration so
+the next one still verifies.
 """
 
 from __future__ import annotations
@@ -20,84 +26,68 @@ from __future__ import annotations
 import io
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from raypipe import tao_interop as ti
 from raypipe._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from raypipe.deft._leakage import validation_overlap
+from raypipe.deft._selection import SelectionConfig, headline, mining_stats, select, stats_frame
 from raypipe.deft._stage_io import rebase_rows, remove_files, sample_key, write_parquet
 from raypipe.deft.errors import HardStop
+from raypipe.embedding import Embedder, EmbeddingCache, EmbedStats, embed_rows
 from raypipe.rundir import MiningDir
-from raypipe.workspace._rows import REQUIRED_COLUMNS, ImageLayout, normalise_label, read_rows, write_rows
+from raypipe.workspace._rows import PASS, REQUIRED_COLUMNS, normalise_label, read_rows, write_rows
 
 log = logging.getLogger(__name__)
 
 STAGE = "data_mining"
-EmbedFn = Callable[[pd.DataFrame, Path], np.ndarray]  # (rows, images_dir) -> float32 [n, d]
 # columns mined.parquet adds to the pool row (dropped again when writing mining_pool.csv)
 MINED_COLUMNS = ["filepath", "similarity", "target_label", "target_object_name", "target_filepath",
                  "n_targets", "pool_row"]
+# mining_stats.csv: the per-label record of _selection.LabelStats, plus the embedder's own precision
+# when the same targets search the whole pool label-blind (a diagnostic: nothing is mined by it)
+BLIND_PRECISION = "label_blind_precision"
 
 
-# --------------------------------------------------------------------------- search
+# --------------------------------------------------------------------------- inputs
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32, C-contiguous, as FAISS wants); zero rows stay zero."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+@dataclass(frozen=True)
+class Embedding:
+    """How the stage embeds: the embedder, its cache (None: off), parallel Ray tasks and their resources."""
 
+    embedder: Embedder
+    cache: EmbeddingCache | None = None
+    workers: int = 0  # 0: in this process
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
 
-def cosine_knn(targets: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by inner product of L2-normalised vectors (= cosine) with ``faiss.IndexFlatIP``.
+    def rows(self, rows: pd.DataFrame, images_dir: Path, what: str) -> tuple[np.ndarray, EmbedStats]:
+        """``embed_rows`` with errors turned into a hard stop naming ``what`` was being embedded."""
+        try:
+            return embed_rows(self.embedder, rows, Path(images_dir), cache=self.cache, workers=self.workers,
+                              resources=self.resources)
+        except ValueError as exc:  # unreadable image, malformed vectors (a Ray task's error is one too)
+            raise HardStop(STAGE, f"embedding {what} with {self.embedder.name} failed: {exc}",
+                           "fix or remove the named image, or choose another phase2.mining_filter.embedder") from None
 
-    Flat (exact) search: a few hundred targets against a 1M pool takes seconds on 2 cores
-    (measured by ``benchmarks/mining_scale.py``); an approximate index would only add recall loss.
-    Returns (similarities, pool indices), each ``[n_targets, min(k, n_pool)]``, best first.
-    """
-    import faiss
-
-    if pool.ndim != 2 or targets.ndim != 2 or pool.shape[1] != targets.shape[1]:
-        raise ValueError(f"embedding shapes do not match: targets {targets.shape}, pool {pool.shape}")
-    k = min(int(k), pool.shape[0])
-    index = faiss.IndexFlatIP(pool.shape[1])
-    index.add(np.ascontiguousarray(pool, dtype=np.float32))
-    sims, idx = index.search(np.ascontiguousarray(targets, dtype=np.float32), k)
-    return sims, idx
-
-
-# --------------------------------------------------------------------------- a deterministic embedder
-
-def pixel_embedder(layout: ImageLayout, size: int = 16) -> EmbedFn:
-    """Embedder of ``phase2.mining_filter.embedder: pixels``: per light, the capture and its difference
-    to the golden, downsampled to ``size``×``size``, mean-centred per vector. Deterministic and
-    model-free (a fallback when no checkpoint exists, and the embedder of the tests)."""
-
-    def embed(rows: pd.DataFrame, images_dir: Path) -> np.ndarray:
-        from PIL import Image
-
-        def small(p: Path) -> np.ndarray:
-            with Image.open(p) as im:
-                return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-
-        out = np.empty((len(rows), len(layout.lights) * 2 * size * size * 3), dtype=np.float32)
-        for i, rec in enumerate(rows.to_dict(orient="records")):
-            feats = []
-            for cap, gold in zip(layout.capture_paths(Path(images_dir), rec), layout.golden_paths(Path(images_dir), rec)):
-                c, g = small(cap), small(gold)
-                feats += [c.ravel(), 2.0 * (c - g).ravel()]
-            v = np.concatenate(feats)
-            out[i] = v - v.mean()
+    def facts(self, stats: EmbedStats, dim: int, images_dir: Path) -> dict[str, Any]:
+        """What one embedding step did, for its TAO step log."""
+        emb = self.embedder
+        out: dict[str, Any] = {"embedder": emb.name, "embedder_version": emb.version}
+        source = getattr(emb, "weights_source", None) or getattr(emb, "ckpt", None)
+        if source is not None:
+            out["weights"] = str(source)
+        out.update({"images_dir": str(images_dir), "rows": stats.rows, "dimension": dim,
+                    "cache": str(self.cache.path) if self.cache is not None else "disabled",
+                    "cache_hits": stats.cache_hits, "embedded_now": stats.computed, "workers": stats.workers,
+                    "chunks": stats.chunks, "seconds": round(stats.seconds, 2)})
         return out
 
-    return embed
-
-
-# --------------------------------------------------------------------------- the stage
 
 @dataclass(frozen=True)
 class MiningInputs:
@@ -108,22 +98,27 @@ class MiningInputs:
     pool_images_dir: Path  # root of the pool CSV's relative paths
     out: MiningDir  # RD/iter<N>/mining_filter/
     workspace_root: Path
-    top_k_per_target: int
-    min_similarity: float  # cosine
+    selection: SelectionConfig
     history_path: Path  # the ledger RD/mining_history.json
+    resolved_pool_csv: Path  # RD/inputs/mining_pool.resolved.csv: the pool with one canonical filepath per row
     iteration: int
     validation_csv: Path
     validation_images_dir: Path
     sdg_rows_csv: Path | None  # this iteration's SDG rows (None: SDG skipped)
 
+    @property
+    def iter_dir(self) -> Path:
+        return Path(self.out.path).parent
 
-def run_mining(inputs: MiningInputs, *, embed: EmbedFn) -> dict[str, Any]:
+
+# --------------------------------------------------------------------------- the stage
+
+def run_mining(inputs: MiningInputs, *, embedding: Embedding) -> dict[str, Any]:
     """Mine the pool for the routed weak targets; write ``mining_filter/*`` and update the ledger."""
-    if inputs.top_k_per_target < 1:
-        raise ValueError(f"mining_filter.top_k_per_target must be >= 1, got {inputs.top_k_per_target}")
     out = inputs.out
     out.path.mkdir(parents=True, exist_ok=True)
-    remove_files(out.path, [p.name for p in out.mining_outputs()])  # sdg_rows_raw.csv (the SDG stage's) stays
+    # sdg_rows_raw.csv (the SDG stage's) stays
+    remove_files(out.path, [p.name for p in out.mining_outputs()] + list(ti.MINING_LOG_FILES.values()))
     root = Path(inputs.workspace_root).resolve()
     sdg_rows = read_rows(inputs.sdg_rows_csv) if inputs.sdg_rows_csv is not None and \
         Path(inputs.sdg_rows_csv).is_file() else None
@@ -131,79 +126,152 @@ def run_mining(inputs: MiningInputs, *, embed: EmbedFn) -> dict[str, Any]:
     if gaps.empty:
         return _skip(inputs, sdg_rows, root)
 
-    pool = _read_pool(inputs.pool_csv)
-    targets = gaps.loc[~sample_key(gaps).duplicated()].reset_index(drop=True)
-    no_pool_rows = sorted(set(targets["label"].astype(str).str.strip().str.upper())
-                          - set(pool["label"].astype(str).str.strip().str.upper()))
+    pool = _read_pool(inputs, embedding.embedder)
+    targets = _workspace_relative(gaps.loc[~sample_key(gaps).duplicated()].reset_index(drop=True), root,
+                                  Path(inputs.mining_gaps))
+    no_pool_rows = sorted(set(targets["label"].map(normalise_label)) - set(pool["label"].map(normalise_label)))
     if no_pool_rows:  # warn BEFORE mining: these targets can only pull rows of other labels
         log.warning("data_mining: target label(s) %s have no rows in the pool %s", no_pool_rows, inputs.pool_csv)
-    t_n, p_n = _embeddings(embed, targets, pool, inputs, root)
-    sims, idx = cosine_knn(t_n, p_n, inputs.top_k_per_target)
 
+    t_emb, t_stats = embedding.rows(targets, root, "the targets")
+    p_emb, p_stats = embedding.rows(pool, Path(inputs.pool_images_dir), f"the pool {inputs.pool_csv}")
+
+    t0 = time.perf_counter()
     identity = _identities(pool, Path(inputs.pool_images_dir))
-    history = _read_history(Path(inputs.history_path))
-    earlier = {fp for e in history["iterations"] if e["iteration"] < inputs.iteration for fp in e["selected_filepaths"]}
-    cands = _candidates(pool, identity, targets, sims, idx)
-    cands["kept"] = cands["similarity"] >= inputs.min_similarity
-    cands["already_mined"] = cands["kept"] & cands["filepath"].isin(earlier)
-    cands["selected"] = cands["kept"] & ~cands["already_mined"]
-    mined = _mined_rows(cands, pool, inputs, root)
+    ledger = _read_ledger(Path(inputs.history_path))
+    earlier = {fp for e in ledger["iterations"] if e["iteration"] < inputs.iteration for fp in e["selected_filepaths"]}
+    mined_before = identity.isin(earlier).to_numpy()
+    sel = inputs.selection
+    pairs, selected = select(targets["label"], t_emb, pool["label"], p_emb, sel, mined_before)
+    stats = mining_stats(inputs.iteration, targets["label"], selected, pool["label"], mined_before)
+    table = stats_frame(stats)
+    table[BLIND_PRECISION] = _label_blind_precision(targets, t_emb, pool, p_emb, sel, mined_before, stats)
+    knn_seconds = time.perf_counter() - t0
 
-    entry = {"iteration": inputs.iteration, "topn": inputs.top_k_per_target, "candidate_unique_count": len(cands),
-             "already_mined_count": int(cands["already_mined"].sum()), "selected_count": len(mined),
-             "selected_filepaths": sorted(mined["filepath"])}
-    _record(history, entry)
+    cands = _candidates(pool, identity, targets, pairs)
+    mined = _mined_rows(cands, pool, inputs, root)
+    n_kept = int(cands["kept"].sum())
     n_sdg = 0 if sdg_rows is None else len(sdg_rows)
-    evidence = _write_outputs(inputs, cands, mined, entry, history, targets=targets, pool=pool, identity=identity,
-                              t_n=t_n, p_n=p_n, no_pool_rows=no_pool_rows, n_sdg=n_sdg)
+    others = [e for e in ledger["iterations"] if e["iteration"] != inputs.iteration]
+    cumulative = len({fp for e in others for fp in e["selected_filepaths"]} | set(mined["filepath"]))
+    excluded = int(mined_before.sum()) if sel.history_aware else 0
+    precision = headline(stats)
+    summary: dict[str, Any] = {
+        "iteration": inputs.iteration, "topn": sel.top_k_per_target, "candidate_unique_count": len(cands),
+        "already_mined_count": int(cands["already_mined"].sum()), "selected_count": len(mined),
+        "cumulative_unique_count": cumulative, "kept_count": n_kept,
+        "similarity_threshold": float(sel.min_similarity), "metric": "cosine (pool-centred)",
+        "label_mode": sel.label_mode, "history_aware": sel.history_aware,
+        "excluded_mined_earlier": excluded,
+        "embedder": embedding.embedder.name, "embedder_version": embedding.embedder.version,
+        "target_count": len(targets), "pool_count": len(pool), "sdg_row_count": n_sdg,
+        "labels_without_pool_rows": no_pool_rows,
+        "warnings": [f"target label {lab} has no rows in the pool" for lab in no_pool_rows],
+        "mining_precision": _precision(mined), **precision,
+        "history_file": str(Path(inputs.history_path).resolve()),
+    }
+    evidence = _write_outputs(inputs, cands, mined, summary, table, targets=targets, pool=pool, identity=identity,
+                              t_emb=t_emb, p_emb=p_emb)
+    evidence.update(ti.write_mining_logs(inputs.iter_dir, {
+        "mining_target_log": {"targets_from": str(inputs.mining_gaps), **embedding.facts(t_stats, t_emb.shape[1], root)},
+        "mining_source_log": {"pool_csv": str(inputs.pool_csv), "resolved_pool_csv": str(inputs.resolved_pool_csv),
+                              **embedding.facts(p_stats, p_emb.shape[1], Path(inputs.pool_images_dir))},
+        "mining_knn_log": _knn_facts(summary, pool_searchable=int((~mined_before).sum()) if sel.history_aware
+                                     else len(pool), seconds=knn_seconds),
+    }))
     pool_path = _write_mining_pool(out, sdg_rows, mined[list(pool.columns)], inputs.validation_csv,
                                    inputs.validation_images_dir, root)
-    n_kept = int(cands["kept"].sum())
     if mined.empty and n_sdg == 0:
         raise HardStop(STAGE, f"nothing new to train on: 0 novel mined rows ({n_kept} kept, "
-                              f"{entry['already_mined_count']} already mined earlier) and no SDG rows",
+                              f"{excluded} mined earlier) and no SDG rows",
                        "lower phase2.mining_filter.min_similarity, add pool rows, or enable SDG for these labels")
-    atomic_write_json(inputs.history_path, history)  # the ledger moves only when the stage succeeds
-    log.info("data_mining: %d candidates, %d kept, %d already mined, %d selected; mining_pool.csv %d rows",
-             len(cands), n_kept, entry["already_mined_count"], len(mined), len(mined) + n_sdg)
-    return {**evidence, "mining_pool_csv": str(pool_path)}
+    # the ledger moves only when the stage succeeds, after the files its digests cover
+    _write_ledger(inputs, others, mined["filepath"], summary)
+    log.info("data_mining: %d candidates, %d kept, %d selected (defect-target precision %s); mining_pool.csv %d rows",
+             len(cands), n_kept, len(mined), _fmt(precision["defect_precision"]), len(mined) + n_sdg)
+    return {**evidence, "mining_pool_csv": str(pool_path), "mining_history": str(Path(inputs.history_path).resolve())}
 
 
 def _skip(inputs: MiningInputs, sdg_rows: pd.DataFrame | None, root: Path) -> dict[str, Any]:
-    """No target routed to mining: ``mining_pool.csv`` holds the SDG rows alone (a hard stop if none)."""
-    _forget_iteration(Path(inputs.history_path), inputs.iteration)  # a re-run that now skips leaves no stale entry
-    pool_path = _write_mining_pool(inputs.out, sdg_rows, None, inputs.validation_csv, inputs.validation_images_dir,
-                                   root)
+    """No target routed to mining: ``mining_pool.csv`` holds the SDG rows alone (a hard stop if none).
+
+    The ledger still gets this iteration's entry, empty: TAO's history filter requires iterations
+    numbered from 1 without gaps, so a skipped iteration N must not break iteration N+1.
+    """
+    out = inputs.out
     n_sdg = 0 if sdg_rows is None else len(sdg_rows)
+    pool_path = _write_mining_pool(out, sdg_rows, None, inputs.validation_csv, inputs.validation_images_dir, root)
     if n_sdg == 0:
         raise HardStop(STAGE, "nothing new to train on: no mining targets and no SDG rows",
                        "route labels to mining (pool rows with the gap labels) or to SDG (recipes)")
+    ledger = _read_ledger(Path(inputs.history_path))
+    others = [e for e in ledger["iterations"] if e["iteration"] != inputs.iteration]
+    empty = pd.DataFrame({"filepath": pd.Series([], dtype=str)})
+    write_parquet(empty, out.candidates)
+    write_parquet(empty, out.mined)
+    atomic_write_json(out.history_summary, {
+        "iteration": inputs.iteration, "topn": inputs.selection.top_k_per_target, "candidate_unique_count": 0,
+        "already_mined_count": 0, "selected_count": 0,
+        "cumulative_unique_count": len({fp for e in others for fp in e["selected_filepaths"]}),
+        "skipped": "no gap was routed to mining", "sdg_row_count": n_sdg})
+    _write_ledger(inputs, others, pd.Series([], dtype=str), {"candidate_unique_count": 0, "already_mined_count": 0})
     log.info("data_mining: skipped (empty mining subset); mining_pool.csv holds %d SDG rows", n_sdg)
     return {"data_mining_skipped": True, "mining_pool_csv": str(pool_path)}
 
 
-def _read_pool(pool_csv: Path | None) -> pd.DataFrame:
+def _read_pool(inputs: MiningInputs, embedder: Embedder) -> pd.DataFrame:
+    """The pool, after writing its resolved copy (every file checked): a broken row stops here, named."""
+    pool_csv = inputs.pool_csv
     if pool_csv is None or not Path(pool_csv).is_file():
         raise HardStop(STAGE, f"mining is routed but the pool {pool_csv} does not exist",
                        "restore augmentation/mining_pool/mining_pool.csv or set mining_pool_csv")
     pool = read_rows(pool_csv)
     if pool.empty:
         raise HardStop(STAGE, f"mining is routed but the pool {pool_csv} has no rows", "add rows to the mining pool")
+    layout = embedder.layout
+    try:
+        ti.write_resolved_mining_pool(pool_csv, inputs.pool_images_dir, inputs.resolved_pool_csv,
+                                      light=layout.lights[0], image_ext=layout.image_ext)
+    except ValueError as exc:  # names the pool CSV, the row and the column
+        raise HardStop(STAGE, str(exc), "restore the named pool images or remove their rows from the pool") from None
     return pool
 
 
-def _embeddings(embed: EmbedFn, targets: pd.DataFrame, pool: pd.DataFrame, inputs: MiningInputs,
-                root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and pool through the same embedder, pool-centred and L2-normalised."""
-    t_emb = _embed(embed, _workspace_relative(targets, root, Path(inputs.mining_gaps)), root, "targets")
-    p_emb = _embed(embed, pool, Path(inputs.pool_images_dir), f"pool {inputs.pool_csv}")
-    if t_emb.shape[1] != p_emb.shape[1]:
-        raise HardStop(STAGE, f"embedder returned {t_emb.shape[1]}-d target and {p_emb.shape[1]}-d pool vectors",
-                       "use the same embedder for targets and pool")
-    # Cosine on pool-centred vectors: raw model features share a large common component (every
-    # pair scores ≥ 0.96), which would make min_similarity a no-op. Centring keeps what differs.
-    centre = p_emb.mean(axis=0, keepdims=True)
-    return l2_normalise(t_emb - centre), l2_normalise(p_emb - centre)
+def _label_blind_precision(targets: pd.DataFrame, t_emb: np.ndarray, pool: pd.DataFrame, p_emb: np.ndarray,
+                           sel: SelectionConfig, mined_before: np.ndarray, stats: list[Any]) -> list[float | None]:
+    """Per label (in ``stats`` order), the same-label precision the embedder reaches when the same
+    targets search the whole pool: in ``label`` mode the mined rows carry the target's label by
+    construction, this says whether the embedding itself finds the right kind. One more exact search."""
+    if sel.label_mode != "none":
+        _, chosen = select(targets["label"], t_emb, pool["label"], p_emb, replace(sel, label_mode="none"), mined_before)
+        blind = {s.label: s.precision for s in mining_stats(0, targets["label"], chosen, pool["label"], mined_before)}
+    else:
+        blind = {s.label: s.precision for s in stats}
+    return [blind.get(s.label) for s in stats]
+
+
+def _candidates(pool: pd.DataFrame, identity: pd.Series, targets: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct pool row among the targets' top-k: its best similarity and the target that found it."""
+    n_targets = pairs.groupby("pool_index")["target_index"].nunique()
+    # best pair per pool row; ties → lower target index (deterministic)
+    best = pairs.sort_values(["similarity", "target_index"], ascending=[False, True], kind="mergesort") \
+        .drop_duplicates("pool_index").sort_values("pool_index", kind="mergesort")
+    p_idx = best["pool_index"].to_numpy(dtype=np.int64)
+    t = targets.iloc[best["target_index"].to_numpy(dtype=np.int64)].reset_index(drop=True)
+    cand = pool.iloc[p_idx].reset_index(drop=True)
+    cand["filepath"] = identity.to_numpy()[p_idx]
+    cand["similarity"] = best["similarity"].to_numpy(dtype=np.float64)
+    cand["target_label"] = t["label"].map(normalise_label).to_numpy()
+    cand["target_object_name"] = t["object_name"].astype(str).to_numpy()
+    cand["target_filepath"] = (t["filepath"] if "filepath" in t.columns else sample_key(t)).astype(str).to_numpy()
+    cand["n_targets"] = n_targets.reindex(p_idx).to_numpy(dtype=np.int64)
+    cand["pool_row"] = p_idx + 1  # 1-based row of the pool CSV
+    cand["kept"] = best["kept"].to_numpy(dtype=bool)
+    # history-aware search never offers a row mined earlier, so none is "already mined" here; the
+    # column stays because TAO's history filter reports it
+    cand["already_mined"] = False
+    cand["selected"] = cand["kept"]
+    return cand
 
 
 def _mined_rows(cands: pd.DataFrame, pool: pd.DataFrame, inputs: MiningInputs, root: Path) -> pd.DataFrame:
@@ -215,50 +283,40 @@ def _mined_rows(cands: pd.DataFrame, pool: pd.DataFrame, inputs: MiningInputs, r
     return mined[list(pool.columns) + MINED_COLUMNS].reset_index(drop=True)
 
 
-def _record(history: dict[str, Any], entry: dict[str, Any]) -> None:
-    """This iteration's ledger entry, replacing an earlier attempt's (in memory; written on success)."""
-    history["iterations"] = sorted([e for e in history["iterations"] if e["iteration"] != entry["iteration"]]
-                                   + [entry], key=lambda e: e["iteration"])
-    history["cumulative_unique_count"] = len({fp for e in history["iterations"] for fp in e["selected_filepaths"]})
+def _write_outputs(inputs: MiningInputs, cands: pd.DataFrame, mined: pd.DataFrame, summary: dict[str, Any],
+                   table: pd.DataFrame, *, targets: pd.DataFrame, pool: pd.DataFrame, identity: pd.Series,
+                   t_emb: np.ndarray, p_emb: np.ndarray) -> dict[str, Any]:
+    """Every ``mining_filter/`` file but the logs and ``mining_pool.csv``; returns the evidence naming them."""
+    from raypipe.deft._selection import centred_unit
 
-
-def _write_outputs(inputs: MiningInputs, cands: pd.DataFrame, mined: pd.DataFrame, entry: dict[str, Any],
-                   history: dict[str, Any], *, targets: pd.DataFrame, pool: pd.DataFrame, identity: pd.Series,
-                   t_n: np.ndarray, p_n: np.ndarray, no_pool_rows: list[str], n_sdg: int) -> dict[str, Any]:
-    """Every ``mining_filter/`` file but ``mining_pool.csv``; returns the evidence naming them."""
     out = inputs.out
     n_cand, n_kept = len(cands), int(cands["kept"].sum())
     knn = atomic_write_text(out.knn_summary, pd.DataFrame([{
         "candidate_count": n_cand, "kept_count": n_kept, "rejected_count": n_cand - n_kept,
-        "similarity_threshold": float(inputs.min_similarity)}]).to_csv(index=False))
-    src_emb = _write_embeddings(out.source_embeddings, identity, pool["label"], p_n)
+        "similarity_threshold": float(inputs.selection.min_similarity)}]).to_csv(index=False))
+    t_unit, p_unit = centred_unit(t_emb, p_emb)  # what the search compared
+    src_emb = _write_embeddings(out.source_embeddings, identity, pool["label"], p_unit)
     tgt_emb = _write_embeddings(out.target_embeddings, targets["filepath"].astype(str)
-                                if "filepath" in targets.columns else sample_key(targets), targets["label"], t_n)
+                                if "filepath" in targets.columns else sample_key(targets), targets["label"], t_unit)
+    stats_path = atomic_write_text(out.stats, table.to_csv(index=False))
     cand_path = write_parquet(cands, out.candidates)
     mined_path = write_parquet(mined, out.mined)
-    summary_path = atomic_write_json(out.history_summary, {
-        **{k: v for k, v in entry.items() if k != "selected_filepaths"},
-        "kept_count": n_kept, "similarity_threshold": float(inputs.min_similarity), "metric": "cosine",
-        "target_count": len(targets), "pool_count": len(pool), "sdg_row_count": n_sdg,
-        "labels_without_pool_rows": no_pool_rows,
-        "warnings": [f"target label {lab} has no rows in the pool" for lab in no_pool_rows],
-        "mining_precision": _precision(mined), "cumulative_unique_count": history["cumulative_unique_count"],
-        "history_file": str(Path(inputs.history_path).resolve()),
-    })
+    summary_path = atomic_write_json(out.history_summary, summary)
     return {"mining_mined_parquet": str(mined_path), "mining_candidate_parquet": str(cand_path),
             "mining_summary": str(knn), "mining_history_summary": str(summary_path),
             "mining_target_embeddings": str(tgt_emb), "mining_source_embeddings": str(src_emb),
-            "mining_mined_count": int(len(mined))}
+            "mining_stats_csv": str(stats_path), "mining_mined_count": int(len(mined))}
 
 
-def _embed(embed: EmbedFn, rows: pd.DataFrame, images_dir: Path, what: str) -> np.ndarray:
-    vecs = np.asarray(embed(rows, images_dir))
-    if vecs.ndim != 2 or vecs.shape[0] != len(rows):
-        raise HardStop(STAGE, f"embedder returned shape {vecs.shape} for {len(rows)} {what} rows",
-                       "the embedder must return one vector per row")
-    if not np.isfinite(vecs).all():
-        raise HardStop(STAGE, f"embedder returned NaN/inf for {what}", "check the embedding checkpoint")
-    return vecs
+def _knn_facts(summary: dict[str, Any], *, pool_searchable: int, seconds: float) -> dict[str, Any]:
+    return {"index": "faiss.IndexFlatIP (exact)", "metric": summary["metric"], "k": summary["topn"],
+            "label_mode": summary["label_mode"], "history_aware": summary["history_aware"],
+            "targets": summary["target_count"], "pool_rows": summary["pool_count"],
+            "pool_rows_searchable": pool_searchable, "candidates": summary["candidate_unique_count"],
+            "kept": summary["kept_count"], "rejected": summary["candidate_unique_count"] - summary["kept_count"],
+            "min_similarity": summary["similarity_threshold"], "selected": summary["selected_count"],
+            "defect_target_precision": _fmt(summary["defect_precision"]),
+            "pass_target_precision": _fmt(summary["pass_precision"]), "seconds": round(seconds, 2)}
 
 
 def _workspace_relative(targets: pd.DataFrame, root: Path, gaps: Path) -> pd.DataFrame:
@@ -273,30 +331,7 @@ def _workspace_relative(targets: pd.DataFrame, root: Path, gaps: Path) -> pd.Dat
 
 def _identities(pool: pd.DataFrame, images_dir: Path) -> pd.Series:
     dirs = {d: os.path.realpath(d if os.path.isabs(d) else images_dir / d) for d in pool["input_path"].unique()}
-    return pool["input_path"].map(dirs) + "/" + pool["object_name"]
-
-
-def _candidates(pool: pd.DataFrame, identity: pd.Series, targets: pd.DataFrame,
-                sims: np.ndarray, idx: np.ndarray) -> pd.DataFrame:
-    """One row per unique candidate pool sample: its best similarity and the target that found it."""
-    t_rows = np.repeat(np.arange(sims.shape[0]), sims.shape[1])
-    pairs = pd.DataFrame({"pool_index": idx.ravel(), "target_index": t_rows, "similarity": sims.ravel()})
-    pairs = pairs[pairs["pool_index"] >= 0]  # FAISS pads with -1 when k > pool size
-    pairs["filepath"] = identity.to_numpy()[pairs["pool_index"].to_numpy()]
-    n_targets = pairs.groupby("filepath")["target_index"].nunique()
-    # best pair per sample identity; ties → lower target/pool index (deterministic)
-    best = (pairs.sort_values(["similarity", "target_index", "pool_index"], ascending=[False, True, True],
-                              kind="mergesort").drop_duplicates("filepath"))
-    cand = pool.iloc[best["pool_index"].to_numpy()].reset_index(drop=True)
-    t = targets.iloc[best["target_index"].to_numpy()].reset_index(drop=True)
-    cand["filepath"] = best["filepath"].to_numpy()
-    cand["similarity"] = best["similarity"].to_numpy().astype(np.float64)
-    cand["target_label"] = t["label"].map(normalise_label).to_numpy()
-    cand["target_object_name"] = t["object_name"].astype(str).to_numpy()
-    cand["target_filepath"] = (t["filepath"] if "filepath" in t.columns else sample_key(t)).astype(str).to_numpy()
-    cand["n_targets"] = cand["filepath"].map(n_targets).astype(int).to_numpy()
-    cand["pool_row"] = best["pool_index"].to_numpy() + 1  # 1-based row of the pool CSV
-    return cand
+    return (pool["input_path"].map(dirs) + "/" + pool["object_name"]).reset_index(drop=True)
 
 
 def _write_mining_pool(out: MiningDir, sdg_rows: pd.DataFrame | None, mined: pd.DataFrame | None,
@@ -322,27 +357,32 @@ def _leakage_check(path: Path, rows: pd.DataFrame, root: Path, validation_csv: P
                               f"(first: {hits[0]})", "remove validation samples from the mining pool")
 
 
-def _read_history(path: Path) -> dict[str, Any]:
+# --------------------------------------------------------------------------- the ledger
+
+def _read_ledger(path: Path) -> dict[str, Any]:
     if not path.exists():
-        return {"identity": "filepath", "iterations": [], "cumulative_unique_count": 0}
+        return ti.mining_ledger([])
     try:
         data = read_json(path)
-        assert isinstance(data, dict) and isinstance(data.get("iterations"), list)
-    except (ValueError, AssertionError) as exc:
+        if not (isinstance(data, dict) and isinstance(data.get("iterations"), list)
+                and all("iteration" in e and isinstance(e.get("selected_filepaths"), list) for e in data["iterations"])):
+            raise ValueError("expected {'iterations': [{'iteration', 'selected_filepaths', ...}, ...]}")
+    except ValueError as exc:
         raise HardStop(STAGE, f"{path}: not a mining history ledger ({exc})",
                        "restore mining_history.json from loop_log.jsonl or delete it to mine from scratch") from None
     return data
 
 
-def _forget_iteration(path: Path, iteration: int) -> None:
-    if not path.exists():
-        return
-    history = _read_history(path)
-    kept = [e for e in history["iterations"] if e["iteration"] != iteration]
-    if len(kept) != len(history["iterations"]):
-        history["iterations"] = kept
-        history["cumulative_unique_count"] = len({fp for e in kept for fp in e["selected_filepaths"]})
-        atomic_write_json(path, history)
+def _write_ledger(inputs: MiningInputs, others: list[dict[str, Any]], selected: pd.Series,
+                  counts: dict[str, Any]) -> None:
+    """This iteration's entry in TAO's format (digests of the files just written), replacing an earlier attempt's."""
+    out = inputs.out
+    entry = ti.mining_ledger_entry(
+        iteration=inputs.iteration, topn=inputs.selection.top_k_per_target, candidate_parquet=out.candidates,
+        output_parquet=out.mined, summary_file=out.history_summary,
+        candidate_unique_count=int(counts["candidate_unique_count"]),
+        already_mined_count=int(counts["already_mined_count"]), selected_filepaths=selected.astype(str).tolist())
+    atomic_write_json(inputs.history_path, ti.mining_ledger(others + [entry]))
 
 
 def _write_embeddings(path: Path, ids: pd.Series, labels: pd.Series, vecs: np.ndarray) -> Path:
@@ -361,8 +401,26 @@ def _write_embeddings(path: Path, ids: pd.Series, labels: pd.Series, vecs: np.nd
 def _precision(mined: pd.DataFrame) -> float | None:
     if mined.empty:
         return None
-    same = mined["label"].astype(str).str.upper() == mined["target_label"].astype(str).str.upper()
+    same = mined["label"].astype(str).map(normalise_label) == mined["target_label"].astype(str).map(normalise_label)
     return float(same.mean())
 
 
-__all__ = ["EmbedFn", "MiningInputs", "cosine_knn", "l2_normalise", "pixel_embedder", "run_mining"]
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def summary_line(stats_csv: Path | str, mined_count: int) -> str:
+    """The data_mining event's one-line summary: rows mined and the per-kind outcome in brief."""
+    table = pd.read_csv(stats_csv, keep_default_na=False, na_values=[""])
+    defect = table[table["label"] != PASS]
+    mined = int(defect["mined"].sum())
+    same = int(defect["same_label"].sum())
+    precision = f"{same / mined:.2f}" if mined else "-"
+    recall = ", ".join(f"{r.label} {r.cumulative_recall:.2f}" for r in defect.itertuples()
+                       if pd.notna(r.cumulative_recall) and r.targets > 0)
+    n_pass = int(table.loc[table["label"] == PASS, "mined"].sum())
+    return (f"mined {mined_count} novel pool rows ({mined} for defect targets, precision {precision}; {n_pass} for "
+            f"PASS targets); cumulative pool recall {recall or '-'}")
+
+
+__all__ = ["BLIND_PRECISION", "Embedding", "MiningInputs", "run_mining", "summary_line"]

@@ -413,9 +413,33 @@ def _section_data(run: _Run) -> str:
         parts.append("<h3>Mining funnel and set size</h3>")
         parts.append(table(["iteration", "mined raw (candidates)", "kept (≥ min_similarity)", "mined novel", "SDG",
                             "total rows", "Δ rows"], growth, table_id="growth"))
+    mining = mining_rows(run)
+    if mining:
+        parts.append("<h3>Mining per kind</h3><p class='muted'>precision: share of the rows a kind's targets mined "
+                     "that carry that kind; label-blind: the same with the whole pool searched (the embedder's own "
+                     "precision); pool recall: mined rows of the kind ÷ its pool rows, cumulative.</p>")
+        parts.append(table(["iteration", "kind", "targets", "mined", "precision", "label-blind precision",
+                            "pool rows", "pool recall", "cumulative pool recall"], mining, left=2, table_id="mining"))
     if added is None and not growth:
         parts.append("<p class='muted'>no iteration has merged data yet</p>")
     return "".join(parts)
+
+
+def mining_rows(run: _Run) -> list[list[Any]]:
+    """One row per iteration and kind from each iteration's ``mining_stats.csv``."""
+    def pct(x: Any) -> str:
+        return "–" if num(x) is None else f"{100 * float(x):.0f} %"
+
+    out: list[list[Any]] = []
+    for label, e in run.entries(include_final=False):
+        t = csv_or_none(e.get("mining_stats_csv"))
+        if t is None:
+            continue
+        for r in t.to_dict("records"):
+            out.append([label, r["label"], r["targets"], r["mined"], pct(r.get("precision")),
+                        pct(r.get("label_blind_precision")), r["pool_rows"], pct(r.get("recall")),
+                        pct(r.get("cumulative_recall"))])
+    return out
 
 
 def _growth(run: _Run) -> list[list[Any]]:

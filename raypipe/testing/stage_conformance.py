@@ -287,11 +287,13 @@ def _data_mining(rd: RunDir) -> StageCase:
           "mining_history_summary": _write(m.history_summary, "{}"),
           "mining_target_embeddings": _parquet(m.target_embeddings, 3),
           "mining_source_embeddings": _parquet(m.source_embeddings, 9), "mining_mined_count": 2,
-          "mining_pool_csv": _rows_csv(m.mining_pool, 2)}
+          "mining_pool_csv": _rows_csv(m.mining_pool, 2), "mining_history": _write(rd.mining_history, "{}"),
+          **ti.write_mining_logs(m.path.parent, {key: {"rows": 9, "seconds": 0.1} for key in ti.MINING_LOG_FILES})}
     return StageCase(rd, "iter1", ev, wrong={
         "count differs from mined.parquet": {**ev, "mining_mined_count": 3},
         "negative count": {**ev, "mining_mined_count": -1},
-        "count not an integer": {**ev, "mining_mined_count": 2.0}})
+        "count not an integer": {**ev, "mining_mined_count": 2.0},
+        "placeholder step log": {**ev, "mining_knn_log": _write(m.path / "knn.log", "ok\n")}})
 
 
 def _data_merge(rd: RunDir) -> StageCase:

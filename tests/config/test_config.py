@@ -105,11 +105,14 @@ def test_sdg_kind_anomalygen_with_builtin_backend_fails_at_load_not_after_phase1
 
 
 def test_cross_key_rule_blames_the_layer_that_broke_it(tmp_path):
-    # The embedder default is fine for builtin; switching the backend to tao breaks the rule.
+    # The file's 'model' embedder is fine for builtin; switching the backend to tao breaks the rule.
+    f = tmp_path / "exp.yaml"
+    f.write_text("phase2:\n  mining_filter:\n    embedder: model\n")
     with pytest.raises(ConfigError, match=r"^override 'backend=tao': phase2.mining_filter.embedder: 'model'"):
-        load_config(None, ["backend=tao"])
-    cfg = load_config(None, ["backend=tao", "phase2.mining_filter.embedder=pixels"])
+        load_config(f, ["backend=tao"])
+    cfg = load_config(f, ["backend=tao", "phase2.mining_filter.embedder=pixels"])
     assert cfg.backend == "tao" and cfg.tao.image
+    assert load_config(None, ["backend=tao"]).phase2.mining_filter.embedder == "imagenet"  # the default suits both
 
 
 def test_removed_keys_say_why():

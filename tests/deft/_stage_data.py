@@ -56,3 +56,24 @@ def routed(ws: Path, top_k: int = 3) -> tuple[Path, Path]:
 def load(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def mine(ws: Path, gaps: Path, iteration: int = 1, *, k: int = 3, min_sim: float = -1.0, label_mode: str = "label",
+         sdg_rows: Path | None = None, pool: Path | None = None, cache_dir: Path | None = None) -> dict:
+    """The real data_mining stage function with the model-free ``pixels`` embedder, in this process."""
+    from raypipe.deft._selection import SelectionConfig
+    from raypipe.deft.mining import Embedding, MiningInputs, run_mining
+    from raypipe.embedding import EmbeddingCache, make_embedder
+    from raypipe.rundir import RunDir
+    from raypipe.tao_interop import RESOLVED_POOL_CSV
+
+    rd = RunDir(run_dir(ws))
+    embedder = make_embedder("pixels", LAYOUT)
+    cache = EmbeddingCache(cache_dir, embedder) if cache_dir is not None else None
+    return run_mining(MiningInputs(
+        mining_gaps=gaps, pool_csv=pool or ws / "augmentation/mining_pool/mining_pool.csv",
+        pool_images_dir=ws / "images", out=rd.iteration(f"iter{iteration}").mining, workspace_root=ws,
+        selection=SelectionConfig(k, min_sim, label_mode), history_path=rd.mining_history,  # type: ignore[arg-type]
+        resolved_pool_csv=rd.root / RESOLVED_POOL_CSV, iteration=iteration,
+        validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
+        sdg_rows_csv=sdg_rows), embedding=Embedding(embedder, cache))

@@ -194,7 +194,7 @@ def test_config_block_is_tao_vocabulary_from_the_typed_config(tmp_path: Path) ->
                          layout=ImageLayout(("L",), ".png"))
     block = config_block(cfg, inputs, RunDir(tmp_path / "rd"))
     assert block["mining_filter"] == {"top_k_per_target": 5, "metric": "cosine", "min_similarity": 0.7,
-                                      "embedder": "model", "history_aware": {
+                                      "embedder": "imagenet", "label_mode": "label", "history_aware": {
                                           "enabled": True, "identity": "filepath",
                                           "history_file": str((tmp_path / "rd" / "mining_history.json").resolve())}}
     # a fractional GPU request shares one GPU: TAO's state counts whole GPUs

@@ -12,12 +12,10 @@ import pytest
 
 from raypipe.deft.errors import HardStop
 from raypipe.deft.merge import run_merge
-from raypipe.deft.mining import MiningInputs, pixel_embedder, run_mining
 from raypipe.deft.sdg import run_sdg
 from raypipe.deft.stages import REGISTRY
-from raypipe.rundir import RunDir
 from raypipe.workspace import read_rows
-from tests.deft._stage_data import LAYOUT, kpi_capture_files, routed, run_dir
+from tests.deft._stage_data import LAYOUT, kpi_capture_files, mine, routed, run_dir
 
 
 def _pool(ws: Path, iteration: int, k: int) -> Path:
@@ -27,12 +25,7 @@ def _pool(ws: Path, iteration: int, k: int) -> Path:
     sdg = run_sdg(sdg_gaps, ws / "train/base/training_set.csv", ws / "images", rd / f"iter{iteration}",
                   workspace_root=ws, layout=LAYOUT, num_sdg=3, recipes={}, iteration=iteration, seed=1,
                   kpi_capture_files=kpi_capture_files(ws))
-    ev = run_mining(MiningInputs(
-        mining_gaps=mining_gaps, pool_csv=ws / "augmentation/mining_pool/mining_pool.csv", pool_images_dir=ws / "images",
-        out=RunDir(rd).iteration(f"iter{iteration}").mining, workspace_root=ws, top_k_per_target=k,
-        min_similarity=-1.0, history_path=RunDir(rd).mining_history, iteration=iteration,
-        validation_csv=ws / "train/base/validation_set.csv", validation_images_dir=ws / "images",
-        sdg_rows_csv=Path(sdg["anomalygen_sdg_rows_csv"])), embed=pixel_embedder(LAYOUT))
+    ev = mine(ws, mining_gaps, iteration, k=k, sdg_rows=Path(sdg["anomalygen_sdg_rows_csv"]))
     return Path(ev["mining_pool_csv"])
 
 

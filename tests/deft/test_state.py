@@ -221,7 +221,8 @@ def _bad_cases():
               "mining_history_summary": str(parquet(d / "h.parquet", 1)),
               "mining_target_embeddings": str(parquet(d / "t.parquet", 2)),
               "mining_source_embeddings": str(parquet(d / "s.parquet", 9)),
-              "mining_mined_count": 5}
+              "mining_mined_count": 5, "mining_history": str(parquet(rd / "h.parquet", 1)),
+              **ti.write_mining_logs(d.parent, {key: {"rows": 9} for key in ti.MINING_LOG_FILES})}
         return "iter1", "data_mining", ev, 1.0
 
     def final_automl_event(rd):

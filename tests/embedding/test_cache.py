@@ -86,13 +86,11 @@ def test_unreadable_image_names_the_file(tiny_workspace, tmp_path):
         emb.embed(rows, ws / "images")
 
 
-def test_default_cache_dir_is_a_user_dir(monkeypatch, tmp_path):
+def test_default_cache_dir_is_the_user_cache_dir(monkeypatch, tmp_path):
     from raypipe.embedding import default_cache_dir
+    from raypipe.workspace import user_cache_dir
 
-    monkeypatch.delenv("RAYPIPE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "raypipe" / "embeddings"
+    assert default_cache_dir() == user_cache_dir() / "embeddings" == tmp_path / "xdg" / "raypipe" / "embeddings"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG rules say
     assert default_cache_dir() == Path.home() / ".cache" / "raypipe" / "embeddings"
-    monkeypatch.setenv("RAYPIPE_CACHE_DIR", str(tmp_path / "mine"))
-    assert default_cache_dir() == tmp_path / "mine"
