@@ -17,14 +17,9 @@ from raypipe.testing.tao_contract import assert_tao_contract
 
 pytestmark = pytest.mark.slow
 
-# The data_mining records TAO requires (the three step logs, the ledger in TAO's format) are the
-# mining stage's own wiring, which lands separately: until it does, these problems and no other.
-MINING_WIRING_PENDING = ("(data_mining): 'mining_", "mining_history.json")
-
-
 def test_the_smoke_run_dir_honours_taos_contract(smoke_run) -> None:
     assert smoke_run.proc.returncode == 0, smoke_run.proc.stdout[-3000:] + smoke_run.proc.stderr[-3000:]
-    assert_tao_contract(smoke_run.run_dir, ignore=MINING_WIRING_PENDING)
+    assert_tao_contract(smoke_run.run_dir)
 
 
 def test_the_smoke_run_records_what_issue_13_found_missing(smoke_run) -> None:
