@@ -36,7 +36,7 @@ def main() -> None:
     if args.smoke_test:
         args.trials, args.image_size = 2, 32
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one mode for every client (STACK.md)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # one auth mode for every client: Ray refuses a client whose mode differs
     import ray
 
     from raypipe.automl import SweepConfig, SweepInputs, run_sweep

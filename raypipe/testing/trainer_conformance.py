@@ -1,4 +1,4 @@
-"""Conformance checks every :class:`~raypipe.backends.base.Trainer` must pass (SPEC §3, §10).
+"""Conformance checks every :class:`~raypipe.backends.base.Trainer` must pass.
 
 Two ways to use it:
 

@@ -7,7 +7,7 @@ Layout of a case directory (a fresh copy per case):
     outside/   a place outside the input, for symlink targets
     out/       where a tool may write outputs (only on success, only if the tool declares it)
 
-To add a tool (wave 2: ``run --dry-run``, ``run --yes``, ``--resume``, ``infer``), add a :class:`Tool`
+To add a tool (like ``run --dry-run``, ``run --yes``, ``--resume``, ``infer``), add a :class:`Tool`
 to ``TOOLS`` in ``_tools.py``; every case is then one :class:`Case` entry in a test module.
 """
 

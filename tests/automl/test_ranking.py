@@ -1,4 +1,4 @@
-"""The SPEC §5 metric policy: FAR ranking, the val_loss collapse guard with FAR re-scoring, the noise guard."""
+"""The sweep's metric policy: FAR ranking, the val_loss collapse guard with FAR re-scoring, the noise guard."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def new_run(tmp_path: Path, *, max_iterations: int = 2, baseline: bool = False) 
                   "label": ["PASS", "PASS", "missing"], "object_name": ["x", "y", "z"]}).to_csv(kpi, index=False)
     base = None
     if baseline:
-        # the exact shape of the lead's Phase 1 → 2 handoff (a pre-seeded baseline)
+        # the exact shape of the pipeline's Phase 1 → 2 handoff (a pre-seeded baseline)
         base = {"stage_completed": "train", "best_ckpt_path": str(ckpt(rd, "baseline", 3, 30)), "train_metric": 12.5,
                 "source": "automl_phase1", "training_spec": str(spec_file(rd, "baseline"))}
     weights = rd / "backbone" / BACKBONE

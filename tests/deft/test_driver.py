@@ -200,7 +200,7 @@ def test_config_block_is_tao_vocabulary_from_the_typed_config(tmp_path: Path) ->
     # a fractional GPU request shares one GPU: TAO's state counts whole GPUs
     assert block["sdg"] == {"kind": "builtin", "num_SDG": 24} and block["num_gpus"] == 1
     assert block["batch_size"] == 16 and block["num_epochs"] == 1 and block["backend"] == "builtin"
-    # TAO's keys: where the backbone file is (SPEC names a container path: the built-in staging dir),
+    # TAO's keys: where the backbone file is (the spec names a container path: the built-in staging dir),
     # the resolved pool, who trains and who synthesises; gpu_model is never empty
     assert block["backbone_weight_dir"] == str((tmp_path / "rd" / "backbone").resolve())
     assert block["resolved_mining_pool_csv"] == str((tmp_path / "rd" / "inputs" / "mining_pool.resolved.csv").resolve())

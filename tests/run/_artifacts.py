@@ -1,4 +1,4 @@
-"""Checks every artifact of SPEC §3 in a finished run dir and their cross-references."""
+"""Checks every artifact of a finished run dir and their cross-references."""
 
 from __future__ import annotations
 

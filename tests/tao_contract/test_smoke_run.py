@@ -1,7 +1,7 @@
 """TAO's contract on a REAL finished run: the smoke run the end-to-end tests share (no pipeline of its own).
 
 The same checks as on the hand-built run dir (``test_tao_run_dir_contract.py``), now on what the
-writers actually write, plus the facts issue 13 found broken in a real run.
+writers actually write, plus the TAO facts a real run once got wrong.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_the_smoke_run_dir_honours_taos_contract(smoke_run) -> None:
     assert_tao_contract(smoke_run.run_dir)
 
 
-def test_the_smoke_run_records_what_issue_13_found_missing(smoke_run) -> None:
+def test_the_smoke_run_records_what_tao_reads(smoke_run) -> None:
     rd = smoke_run.run_dir
     state = json.loads((rd / "deft_state.json").read_text())
     # the policy in TAO's words, as the package default (nothing in the smoke config sets it)

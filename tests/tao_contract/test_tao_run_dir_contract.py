@@ -1,5 +1,5 @@
 """raypipe.testing.tao_contract on a run dir: silent on one written with the TAO vocabulary, and
-naming the file and field of each way a writer could break it (each one a failure issue 13 found
+naming the file and field of each way a writer could break it (each one a failure once found
 in a real run, or a rule of TAO's commit and handoff scripts).
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-STARTUP_DEADLINE_S = 120.0  # 2 shared cores: far above the ~13 s measured in STACK.md
+STARTUP_DEADLINE_S = 120.0  # 2 shared cores: far above the ~13 s a start takes on a quiet 2-core machine
 
 
 def _free_port() -> int:

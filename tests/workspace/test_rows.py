@@ -1,4 +1,4 @@
-"""The CSV row contract (SPEC §2.1): label normalisation, string rows, column order, image paths."""
+"""The CSV row contract: label normalisation, string rows, column order, image paths."""
 
 from __future__ import annotations
 

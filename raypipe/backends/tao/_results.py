@@ -102,7 +102,7 @@ def find_inference_csv(results_dir: Path) -> Path | None:
 
 
 def normalise_inference_csv(tao_csv: Path, input_csv: Path, out_csv: Path) -> Path:
-    """Write SPEC's ``inference.csv`` from TAO's: input rows (every column preserved) + ``siamese_score``.
+    """Write raypipe's ``inference.csv`` from TAO's: input rows (every column preserved) + ``siamese_score``.
 
     Scores are taken by position, so the row count must match and, where TAO kept
     ``object_name``, the order too; anything else is an error, never a silent misalignment.
