@@ -257,26 +257,11 @@ def _verdict(best_model: Mapping[str, Any]) -> str:
 
 
 def verdict_text(best_model: Mapping[str, Any], trajectory: Mapping[str, Any]) -> str:
-    """The headline sentence: the KPI verdict and, when the workspace has one, the sealed test split's FAR."""
-    from raypipe import trajectory as traj_module
+    """The headline sentence: the KPI verdict, the sealed test split's FAR, the KPI numbers
+    (:func:`raypipe.trajectory.verdict_line`)."""
+    from raypipe.trajectory import verdict_line
 
-    line = getattr(traj_module, "verdict_line", None)  # the outcome's own wording, where this version has it
-    if line is not None:
-        try:
-            return str(line(best_model, trajectory))
-        except TypeError:  # a helper with another signature than this console knows: use the wording below
-            pass
-    c = best_model.get("metric_contract") or {}
-    unit = c.get("unit", "%")
-    name = c.get("display_name") or c.get("name", "metric")
-    met = "KPI met" if _verdict(best_model) == "kpi_met" else "KPI not met"
-    text = (f"{met}: {name} {float(best_model.get('far_pct', math.nan)):.2f}{unit} on the KPI set "
-            f"(target {c.get('operator', '')} {c.get('target', '?')}{unit})")
-    if best_model.get("test_far_pct") is not None:
-        text += f"; sealed test split {float(best_model['test_far_pct']):.2f}{unit}"
-        if best_model.get("test_auroc") is not None:
-            text += f", AUROC {float(best_model['test_auroc']):.3f}"
-    return text
+    return verdict_line(best_model, trajectory)
 
 
 def iteration_title(label: str) -> str:

@@ -152,9 +152,9 @@ def test_closing_summary_verdict_first_then_where_to_look(tmp_path: Path) -> Non
     console.closing_summary(rd.root, "complete", 754.0, tracking)
     text = out.getvalue()
     assert "Run complete — KPI met" in text
-    verdict = text.index("KPI met: FAR at 100% recall 7.50% on the KPI set")
+    verdict = text.index("complete, KPI met: sealed test FAR@100%R 9.10% (AUROC 0.955)")  # the test FAR leads
     assert verdict < text.index("step ") < text.index("delivered  ") < text.index("total time")
-    assert "sealed test split 9.10%" in text[verdict:text.index("step ")]  # the test FAR is in the verdict
+    assert "KPI far_pct 7.50 (target far_pct < 10)" in text[verdict:text.index("step ")]
     assert "test FAR" in text and "9.10%" in text  # and a trajectory column
     assert "Phase 2 iteration 2" in text and "threshold 0.4213" in text and "12:34" in text
     assert str(rd.report) in text and "mlflow ui --backend-store-uri" in text and "#/experiments/3/runs/abc" in text
@@ -177,9 +177,11 @@ def test_closing_summary_degrades_without_verdict_or_test_split(tmp_path: Path) 
 
 
 def test_verdict_text_reports_a_miss_and_the_target() -> None:
-    bm = {"metric_contract": MetricContract().to_dict(), "far_pct": 14.2, "metric_result": {"passed": False}}
-    text = verdict_text(bm, {"rows": []})
-    assert "not met" in text.lower() and "14.2" in text
+    bm = {"metric_contract": MetricContract().to_dict(), "far_pct": 14.2,
+          "metric_result": {"name": "far_pct", "value": 14.2, "unit": "%", "passed": False}}
+    text = verdict_text(bm, {"rows": [], "sealed_test": {"status": "absent"}})
+    assert text.startswith("complete, KPI not met") and "14.20%" in text and "target far_pct < 10" in text
+    assert "no sealed test split" in text
 
 
 def _state(events: list[dict[str, object]]) -> dict[str, object]:
