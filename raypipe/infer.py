@@ -106,7 +106,7 @@ def run(a: argparse.Namespace) -> int:
     check_checkpoint_file(ckpt)
 
     from raypipe.backends import get_backend
-    from raypipe.metrics import MetricUndefinedError, evaluate_inference_csv
+    from raypipe.metrics import EvaluatorInputError, MetricUndefinedError, evaluate_inference_csv
     from raypipe.workspace import ImageLayout, read_rows, validate_rows
 
     try:
@@ -142,7 +142,8 @@ def run(a: argparse.Namespace) -> int:
     if "label" in rows.columns and (rows["label"].str.strip().str.upper() != "PASS").any():
         try:
             r = evaluate_inference_csv(inference_csv, out / "metric_result.json")
-        except MetricUndefinedError as exc:
+        except (MetricUndefinedError, EvaluatorInputError) as exc:
+            # e.g. a label the evaluator cannot read as PASS or a defect: the message names the file and row
             raise InferError(str(exc)) from None
         print(f"FAR at 100% recall: {r['value']:.2f} % (threshold {r['threshold']:.6g}) → {out / 'metric_result.json'}")
     else:

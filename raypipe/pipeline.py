@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from raypipe import pipeline_state
+from raypipe._testhook import point
 from raypipe.backends import backend_options
 from raypipe.deft.context import LoopContext, config_block
 from raypipe.deft.driver import refresh_report
@@ -85,6 +86,7 @@ class Pipeline:
         state = load_state(self.rd.deft_state)
         status = "complete" if ok and state.get("status") == "complete" else "failed"
         pipeline_state.set_run_status(self.rd, status)
+        point("complete")
         self._log_final_artifacts(status)
         bm = self.rd.best_model
         return PipelineOutcome(status=status, run_dir=self.rd.root, best_model_json=bm if bm.is_file() else None,
@@ -124,6 +126,7 @@ class Pipeline:
                            "metric": {"name": "val_far", "value": handoff.score, "split": "validation"},
                            "mlflow_run_id": run.run_id})
         self._init_deft_state(handoff)
+        point("phase1_handoff")
         pipeline_state.mark(self.rd, "phase1", "complete", handoff=handoff.to_json(), best_val_far=handoff.score)
         return handoff
 
@@ -203,6 +206,7 @@ class Pipeline:
                            "metric": {"name": "far_pct", "value": entry["far_pct"], "split": "kpi"},
                            "mlflow_run_id": run.run_id})
         register_final_automl(self.rd.deft_state, entry)
+        point("phase3_finalize")
         finalize(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])

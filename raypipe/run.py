@@ -7,11 +7,15 @@ Exit codes: 0 complete · 1 failed (hard stop, BLOCKER, bad input) · 2 approval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from raypipe import pipeline_state
 from raypipe._io import atomic_write_text
@@ -28,6 +32,7 @@ from raypipe.rundir import RunDir, resume_command
 from raypipe.spec import dump_spec, load_spec
 
 if TYPE_CHECKING:
+    from raypipe._lock import WorkspaceLock
     from raypipe.preflight import Preflight
     from raypipe.workspace import Workspace
 
@@ -62,6 +67,7 @@ def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
             raise ConfigError(f"{saved_path}: not a raypipe run dir (no config.yaml)")
         saved = read_saved_config(saved_path)
         cfg = load_config(a.config, a.overrides, base=saved, base_source=str(saved_path), extra=extra)
+        _same_workspace(a, cfg, saved, saved_path)
         before = build_config([], base=saved, base_source=str(saved_path))
         return cfg, config_digest(cfg, ignore=("ray_address",)) != config_digest(before, ignore=("ray_address",))
     config_file = a.config if a.config is not None else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.is_file() else None)
@@ -70,18 +76,103 @@ def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
     return load_config(config_file, a.overrides, extra=extra), True
 
 
+def _same_workspace(a: argparse.Namespace, cfg: RunConfig, saved: dict[str, Any], saved_path: Path) -> None:
+    """A run resumes on the workspace it was approved on: ``--workspace`` or ``workspace=`` naming
+    another one is an error, not silently ignored."""
+    recorded = Path(str(saved.get("workspace"))).resolve()
+    for flag, value in (("--workspace", a.workspace), ("workspace", cfg.workspace)):
+        if value is not None and Path(value).resolve() != recorded:
+            raise ConfigError(f"{flag} {value} is not the workspace of the run being resumed ({recorded}, recorded "
+                              f"in {saved_path}); a run resumes on its own workspace: drop {flag}, or start a "
+                              f"new run on {value} without --resume")
+
+
+def _asked_for_demo(cfg: RunConfig, a: argparse.Namespace) -> bool:
+    """The embedded demo is generated only for a plain ``python -m raypipe.run``: no --workspace, no
+    ``workspace=`` override, and the config's workspace is the package default."""
+    from raypipe.config import package_defaults
+
+    default = str(package_defaults().get("workspace"))
+    return (a.workspace is None and not any(o.split("=", 1)[0].strip() == "workspace" for o in a.overrides)
+            and Path(cfg.workspace) == Path(default))
+
+
 def _workspace(cfg: RunConfig, a: argparse.Namespace) -> Path | None:
     """The workspace root, absolute; the embedded demo is generated when the default one is missing."""
     workspace = Path(cfg.workspace)
     if a.resume or workspace.exists():
         return workspace.resolve()
-    if a.workspace is None and workspace == DEFAULT_WORKSPACE or str(workspace) in ("./workspace", "workspace"):
+    if _asked_for_demo(cfg, a) and not a.dry_run:
         from raypipe.workspace import generate_demo
 
         print(f"No workspace at {workspace}: generating the embedded demo workspace (seed 0)…")
         generate_demo(workspace, seed=0)
         return workspace.resolve()
-    print(f"error: workspace {workspace} does not exist", file=sys.stderr)
+    hint = " (a run without --dry-run generates the embedded demo there)" if _asked_for_demo(cfg, a) else ""
+    print(f"error: workspace {workspace} does not exist{hint}", file=sys.stderr)
+    return None
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the driver, once.
+
+    Ray Tune's own SIGINT handler is turned off: it would end a sweep quietly and let the pipeline
+    go on to fail on the unfinished sweep. A second Ctrl-C while the run stops is ignored, so the
+    stop (Ray shut down, state recorded, lock released) completes.
+    """
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(rd: RunDir | None) -> int:
+    """Exit 130: the run (if it exists yet) is recorded as interrupted and resumable."""
+    if rd is None:
+        print("\nInterrupted before the run started; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    with contextlib.suppress(OSError, ValueError):
+        pipeline_state.set_run_status(rd, "interrupted")
+    print(f"\nInterrupted. The run is resumable from disk:\n  {resume_command(rd)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _take_lock(workspace: Path, rd: RunDir | None) -> tuple[WorkspaceLock, str | None]:
+    """The workspace's run lock (:class:`raypipe._lock.WorkspaceLockedError` when another run holds it)."""
+    from raypipe._lock import WorkspaceLock
+
+    lock = WorkspaceLock(workspace)
+    note = lock.acquire(run_dir=rd.root if rd else None)
+    return lock, note
+
+
+def _resume_check(a: argparse.Namespace) -> int | None:
+    """``--resume RD``: the run dir's state files, before anything is read from them or written.
+    Returns an exit code when there is nothing to resume (damaged files, a complete run)."""
+    from raypipe._resume import RunDirError, check_run_dir
+
+    try:
+        facts = check_run_dir(a.resume)
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if facts.status == "complete":
+        rd = RunDir(a.resume).resolve()
+        print(f"{rd.root}: this run is complete (deliverable: {rd.best_model}); nothing to resume. "
+              "Start a new run without --resume.")
+        return EXIT_OK
     return None
 
 
@@ -89,6 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     a = _parser().parse_args(argv)
+    with _ctrl_c():
+        try:
+            return _main(a)
+        except KeyboardInterrupt:
+            return _interrupted(None)
+
+
+def _main(a: argparse.Namespace) -> int:
+    from raypipe._lock import WorkspaceLockedError
+    from raypipe._testhook import arm_driver
+
+    if a.resume and (code := _resume_check(a)) is not None:
+        return code
     try:
         cfg, changed = resolve_config(a)
     except ConfigError as exc:
@@ -100,15 +204,31 @@ def main(argv: list[str] | None = None) -> int:
     if not a.resume:
         cfg = cfg.replace(workspace=str(workspace))
     rd = RunDir(a.resume).resolve() if a.resume else None
+    lock, note = None, None
+    if not a.dry_run:
+        try:
+            lock, note = _take_lock(workspace, rd)
+        except WorkspaceLockedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     from raypipe._ray import ray_session
 
-    with ray_session(cfg.ray_address):
-        return _run(a, cfg, changed, workspace, rd)
+    arm_driver()
+    try:
+        with ray_session(cfg.ray_address):
+            return _run(a, cfg, changed, workspace, rd, lock, note)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None) -> int:
+def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None,
+         lock: WorkspaceLock | None, lock_note: str | None) -> int:
+    from raypipe._testhook import point
+
     docker = _docker_client(cfg)
     pf = _preflight(cfg, workspace, rd, docker)
+    _lock_lines(pf, workspace, lock_note, dry_run=a.dry_run)
     summary = pf.render()
     gate = rd is None or changed
     if gate:
@@ -119,21 +239,40 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
     if a.dry_run:
         print("\n--dry-run: pre-flight only; nothing written.")
         return EXIT_OK
+    point("gate")
     if gate and not _approved(a):
         return EXIT_APPROVAL
-    from raypipe.workspace import load_workspace
+    ws = pf.facts["workspace"]
+    rd, run_spec, ws = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed,
+                                        approved_by="--yes" if a.yes else "interactive")
+    if lock is not None:
+        lock.set_run_dir(rd.root)
+    point("run_dir")
+    try:
+        if cfg.backend == "tao":
+            # Pulls happen only now, after the gate, and only as the execution policy allows.
+            from raypipe.backends.tao import pull_image
+            from raypipe.preflight import container_images
 
-    ws = load_workspace(workspace)
-    rd, run_spec = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed, approved_by="--yes" if a.yes else
-                                    "interactive")
-    if cfg.backend == "tao":
-        # Pulls happen only now, after the gate, and only as the execution policy allows.
-        from raypipe.backends.tao import pull_image
-        from raypipe.preflight import container_images
+            for image in container_images(cfg):
+                pull_image(docker, image, cfg.execution_policy.model_dump())
+        return _execute(cfg, rd, ws, run_spec)
+    except KeyboardInterrupt:
+        return _interrupted(rd)
 
-        for image in container_images(cfg):
-            pull_image(docker, image, cfg.execution_policy.model_dump())
-    return _execute(cfg, rd, ws, run_spec)
+
+def _lock_lines(pf: Preflight, workspace: Path, note: str | None, *, dry_run: bool) -> None:
+    """The lock in the summary: a stale lock this run took over, or (``--dry-run``, which takes no
+    lock) a run that holds the workspace now."""
+    if note:
+        pf.warn(1, note)
+    if dry_run:
+        from raypipe._lock import lock_status
+
+        held, holder = lock_status(workspace)
+        if held:
+            who = holder.describe() if holder else "another process"
+            pf.warn(1, f"workspace in use by another raypipe run: {who}; a run started now would be refused")
 
 
 def _docker_client(cfg: RunConfig) -> Any:
@@ -155,7 +294,7 @@ def _preflight(cfg: RunConfig, workspace: Path, rd: RunDir | None, docker: Any) 
     probe = None
     if cfg.preflight.probe:
         try:
-            ws = load_workspace(workspace)
+            ws = load_workspace(workspace, label_map=cfg.label_map)
         except WorkspaceError:
             probe = None  # the workspace check reports the problem as a BLOCKER
         else:
@@ -182,24 +321,33 @@ def _approved(a: argparse.Namespace) -> bool:
 
 
 def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Preflight, summary: str, *,
-                     changed: bool, approved_by: str) -> tuple[RunDir, dict[str, Any]]:
-    """A new run dir (run spec, pipeline state) or the resumed one; then the config and the approval."""
+                     changed: bool, approved_by: str) -> tuple[RunDir, dict[str, Any], Workspace]:
+    """A new run dir (created with its starting files in one step) or the resumed one; then the
+    config, the approval and the label-mapped CSVs. Returns the workspace the phases read."""
+    from raypipe.labelled import mapped_workspace
     from raypipe.preflight import resolve_run_spec
 
+    def write(at: RunDir, final: RunDir, run_spec: dict[str, Any] | None) -> None:
+        if run_spec is not None:
+            atomic_write_text(at.run_spec, dump_spec(run_spec))
+            pipeline_state.save(at, pipeline_state.new_state())
+        resolved = {"workspace": str(ws.root), "run_dir": str(final.root), "run_spec": str(final.run_spec),
+                    "backbone_substitution": pf.facts.get("backbone_substitution"),
+                    "config_digest": config_digest(cfg)}
+        mapped_workspace(ws, at.labels)
+        atomic_write_text(at.config_yaml, dump_config(cfg, resolved=resolved))
+        if changed or not at.preflight_md.exists():
+            atomic_write_text(at.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
+                                                        f" ({approved_by})\n")
+
     if rd is None:
-        rd = RunDir.create(ws.root)
         run_spec = resolve_run_spec(cfg, ws.spec)[0]
-        atomic_write_text(rd.run_spec, dump_spec(run_spec))
-        pipeline_state.save(rd, pipeline_state.new_state())
+        rd = RunDir.create(ws.root, populate=lambda staging, final: write(staging, final, run_spec))
     else:
         run_spec = load_spec(rd.run_spec)
-    resolved = {"workspace": str(ws.root), "run_dir": str(rd.root), "run_spec": str(rd.run_spec),
-                "backbone_substitution": pf.facts.get("backbone_substitution"), "config_digest": config_digest(cfg)}
-    atomic_write_text(rd.config_yaml, dump_config(cfg, resolved=resolved))
-    if changed or not rd.preflight_md.exists():
-        atomic_write_text(rd.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
-                                                     f" ({approved_by})\n")
-    return rd, run_spec
+        write(rd, rd, None)
+        pipeline_state.set_run_status(rd, "in_progress")
+    return rd, run_spec, mapped_workspace(ws, rd.labels, write=False)
 
 
 def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]) -> int:
@@ -213,9 +361,7 @@ def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]
         status = "FINISHED" if outcome.status == "complete" else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
-        pipeline_state.set_run_status(rd, "interrupted")
-        print(f"\nInterrupted. The run is resumable from disk:\n  {resume_command(rd)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise  # _run records the run as interrupted
     except Exception as exc:
         pipeline_state.set_run_status(rd, "failed", error=f"{type(exc).__name__}: {exc}")
         print(f"\nerror: {type(exc).__name__}: {exc}\nFix the cause, then resume:\n  {resume_command(rd)}",

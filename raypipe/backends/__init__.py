@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from raypipe.backends._spec_rules import COMMON_RULES, SpecProblem, check_rules, check_value
 from raypipe.backends.base import (
     EpochMetrics,
     Trainer,
@@ -22,8 +23,8 @@ from raypipe.backends.base import (
 if TYPE_CHECKING:
     from raypipe.config import RunConfig
 
-__all__ = ["EpochMetrics", "Trainer", "TrainingError", "TrainResult", "backend_options", "checkpoint_name",
-           "get_backend", "parse_checkpoint_name"]
+__all__ = ["EpochMetrics", "SpecProblem", "Trainer", "TrainingError", "TrainResult", "backend_options",
+           "checkpoint_name", "get_backend", "parse_checkpoint_name", "spec_problems", "spec_value_problem"]
 
 
 def backend_options(cfg: RunConfig, *, workspace_root: str | os.PathLike[str] | None = None,
@@ -53,3 +54,25 @@ def get_backend(name: str, **options: Any) -> Trainer:
 
         return TaoTrainer(**options)
     raise ValueError(f"unknown backend '{name}' (expected 'builtin' or 'tao')")
+
+
+def spec_problems(name: str, spec: dict[str, Any]) -> list[SpecProblem]:
+    """Every spec value backend ``name`` cannot train with (the pre-flight gate reports them all).
+
+    builtin: TAO's value rules, its own narrower choices, and its readers' checks. tao: TAO's value
+    rules (the container validates the rest of its schema when it starts).
+    """
+    if name == "builtin":
+        from raypipe.backends.builtin import spec_problems as builtin_problems
+
+        return builtin_problems(spec)
+    return check_rules(spec, COMMON_RULES)
+
+
+def spec_value_problem(name: str, key: str, value: Any) -> str | None:
+    """The problem with one value of ``key`` (a search-space bound), or None."""
+    if name == "builtin":
+        from raypipe.backends.builtin._config import RULES
+
+        return check_value(key, value, RULES)
+    return check_value(key, value, COMMON_RULES)

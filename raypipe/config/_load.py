@@ -38,6 +38,10 @@ REMOVED_KEYS = {
                                           "identity = the sample's file path)",
 }
 
+# Keys added to the schema since a run may have been started, with the value that run implied: a
+# saved ``RD/config.yaml`` without one gets it (a run started before ``label_map`` existed mapped no label).
+ADDED_KEYS: dict[str, Any] = {"label_map": {}}
+
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 # (layer rank, layer name): which layer set a key; a later layer has a higher rank.
@@ -298,6 +302,8 @@ def read_saved_config(path: str | Path) -> dict[str, Any]:
     keys removed since that run was started are dropped (the latter with a warning)."""
     saved = read_layer(path)
     saved.pop("resolved", None)
+    for key, value in ADDED_KEYS.items():
+        saved.setdefault(key, copy.deepcopy(value))
     for key in REMOVED_KEYS:
         parent, _, leaf = key.rpartition(".")
         node: Any = saved

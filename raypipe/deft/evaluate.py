@@ -21,7 +21,14 @@ import pandas as pd
 from raypipe._ray import submit_task
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
-from raypipe.metrics import MetricContract, MetricUndefinedError, far_at_recall, pick_best, run_evaluator
+from raypipe.metrics import (
+    EvaluatorInputError,
+    MetricContract,
+    MetricUndefinedError,
+    far_at_recall,
+    pick_best,
+    run_evaluator,
+)
 from raypipe.placement import Placement
 from raypipe.rundir import IterationDir
 
@@ -124,8 +131,8 @@ def run_evaluate(*, label: str, out: IterationDir, ckpts: Mapping[str, Path | No
         scored = out.inference(kind)
         try:
             res = run_evaluator(contract, csv, scored.metric_result, iter_label=label)
-        except MetricUndefinedError as exc:
-            raise HardStop("evaluate", str(exc), "the KPI set needs defect rows") from None
+        except (MetricUndefinedError, EvaluatorInputError) as exc:
+            raise HardStop("evaluate", str(exc), "the KPI set needs PASS and defect rows") from None
         thr, far = _threshold_and_far(res, csv, contract.recall_target_pct)
         score_histogram_png(csv, scored.score_histogram, thr)
         results[kind] = {"status": "complete", "metric_result": res, "threshold": thr, "far_pct": far,
