@@ -62,7 +62,7 @@ def _check_config(path: Path) -> dict[str, Any]:
     try:
         saved = read_layer(path)
     except ConfigError as exc:
-        raise _damaged(path, str(exc).split(": ", 1)[-1]) from None
+        raise _damaged(path, f"{str(exc).split(': ', 1)[-1]} (truncated or edited?)") from None
     resolved = saved.pop("resolved", None)
     digest = resolved.get("config_digest") if isinstance(resolved, dict) else None
     if not isinstance(digest, str):

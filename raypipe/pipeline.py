@@ -85,9 +85,11 @@ class Pipeline:
         traj = write_trajectory(self.rd.root)
         state = load_state(self.rd.deft_state)
         status = "complete" if ok and state.get("status") == "complete" else "failed"
+        # The deliverable goes to MLflow before the run is marked complete: a resume of a complete
+        # run has nothing left to do, so nothing may remain undone after the mark.
+        self._log_final_artifacts(status)
         pipeline_state.set_run_status(self.rd, status)
         point("complete")
-        self._log_final_artifacts(status)
         bm = self.rd.best_model
         return PipelineOutcome(status=status, run_dir=self.rd.root, best_model_json=bm if bm.is_file() else None,
                                trajectory=traj, message=self._failure_message(state) if status == "failed" else "")

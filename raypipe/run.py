@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -32,7 +33,7 @@ from raypipe.rundir import RunDir, resume_command
 from raypipe.spec import dump_spec, load_spec
 
 if TYPE_CHECKING:
-    from raypipe._lock import WorkspaceLock
+    from raypipe._lock import LockHolder, WorkspaceLock
     from raypipe.preflight import Preflight
     from raypipe.workspace import Workspace
 
@@ -109,7 +110,7 @@ def _workspace(cfg: RunConfig, a: argparse.Namespace) -> Path | None:
         generate_demo(workspace, seed=0)
         return workspace.resolve()
     hint = " (a run without --dry-run generates the embedded demo there)" if _asked_for_demo(cfg, a) else ""
-    print(f"error: workspace {workspace} does not exist{hint}", file=sys.stderr)
+    print(f"error: workspace directory {workspace.absolute()} does not exist{hint}", file=sys.stderr)
     return None
 
 
@@ -149,13 +150,31 @@ def _interrupted(rd: RunDir | None) -> int:
     return EXIT_INTERRUPTED
 
 
-def _take_lock(workspace: Path, rd: RunDir | None) -> tuple[WorkspaceLock, str | None]:
-    """The workspace's run lock (:class:`raypipe._lock.WorkspaceLockedError` when another run holds it)."""
+@dataclass
+class _Session:
+    """What this invocation holds and must let go of, however it ends."""
+
+    lock: WorkspaceLock | None = None
+
+
+def _lock_holder(workspace: Path) -> LockHolder | None:
+    """Who runs on the workspace now (a read-only probe: refuse before starting Ray or checking data)."""
+    from raypipe._lock import LockHolder, lock_status
+
+    held, holder = lock_status(workspace)
+    if not held:
+        return None
+    return holder or LockHolder(0, "?", None, "?")
+
+
+def _take_lock(workspace: Path, rd: RunDir | None, run: _Session) -> str | None:
+    """Take the workspace's run lock once the run is approved (a run refused at the gate or not
+    approved leaves no trace in the workspace). :class:`raypipe._lock.WorkspaceLockedError` when
+    another run took it meanwhile; returns the explanation of a stale lock taken over."""
     from raypipe._lock import WorkspaceLock
 
-    lock = WorkspaceLock(workspace)
-    note = lock.acquire(run_dir=rd.root if rd else None)
-    return lock, note
+    run.lock = WorkspaceLock(workspace)
+    return run.lock.acquire(run_dir=rd.root if rd else None)
 
 
 def _resume_check(a: argparse.Namespace) -> int | None:
@@ -204,31 +223,32 @@ def _main(a: argparse.Namespace) -> int:
     if not a.resume:
         cfg = cfg.replace(workspace=str(workspace))
     rd = RunDir(a.resume).resolve() if a.resume else None
-    lock, note = None, None
-    if not a.dry_run:
-        try:
-            lock, note = _take_lock(workspace, rd)
-        except WorkspaceLockedError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+    if not a.dry_run and (holder := _lock_holder(workspace)) is not None:
+        print(f"error: {WorkspaceLockedError(workspace, holder)}", file=sys.stderr)
+        return EXIT_FAILED
     from raypipe._ray import ray_session
 
     arm_driver()
+    run = _Session()
     try:
         with ray_session(cfg.ray_address):
-            return _run(a, cfg, changed, workspace, rd, lock, note)
+            return _run(a, cfg, changed, workspace, rd, run)
+    except WorkspaceLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
-        if lock is not None:
-            lock.release()
+        if run.lock is not None:
+            run.lock.release()
 
 
 def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None,
-         lock: WorkspaceLock | None, lock_note: str | None) -> int:
+         run: _Session) -> int:
     from raypipe._testhook import point
 
     docker = _docker_client(cfg)
     pf = _preflight(cfg, workspace, rd, docker)
-    _lock_lines(pf, workspace, lock_note, dry_run=a.dry_run)
+    if a.dry_run:
+        _lock_line(pf, workspace)
     summary = pf.render()
     gate = rd is None or changed
     if gate:
@@ -242,11 +262,15 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
     point("gate")
     if gate and not _approved(a):
         return EXIT_APPROVAL
+    note = _take_lock(workspace, rd, run)
+    if note:
+        print(f"WARN     {note}")
+        summary += f"\n\nWARN     {note}"
     ws = pf.facts["workspace"]
     rd, run_spec, ws = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed,
                                         approved_by="--yes" if a.yes else "interactive")
-    if lock is not None:
-        lock.set_run_dir(rd.root)
+    if run.lock is not None:
+        run.lock.set_run_dir(rd.root)
     point("run_dir")
     try:
         if cfg.backend == "tao":
@@ -261,18 +285,12 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
         return _interrupted(rd)
 
 
-def _lock_lines(pf: Preflight, workspace: Path, note: str | None, *, dry_run: bool) -> None:
-    """The lock in the summary: a stale lock this run took over, or (``--dry-run``, which takes no
-    lock) a run that holds the workspace now."""
-    if note:
-        pf.warn(1, note)
-    if dry_run:
-        from raypipe._lock import lock_status
-
-        held, holder = lock_status(workspace)
-        if held:
-            who = holder.describe() if holder else "another process"
-            pf.warn(1, f"workspace in use by another raypipe run: {who}; a run started now would be refused")
+def _lock_line(pf: Preflight, workspace: Path) -> None:
+    """``--dry-run`` takes no lock; it says whether a run holds the workspace now."""
+    holder = _lock_holder(workspace)
+    if holder is not None:
+        pf.warn(1, f"workspace in use by another raypipe run: {holder.describe()}; a run started now would be "
+                   "refused")
 
 
 def _docker_client(cfg: RunConfig) -> Any:
