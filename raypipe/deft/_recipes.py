@@ -1,4 +1,4 @@
-"""Procedural defect recipes drawn onto golden images (the built-in SDG, SPEC §6.5).
+"""Procedural defect recipes drawn onto golden images (the built-in synthetic data generation).
 
 A recipe works in two steps so that every light shows the SAME defect:
 1. :func:`sample_geometry` draws the geometry once per synthetic sample, in normalised image
@@ -106,15 +106,27 @@ def sample_geometry(recipe: str, goldens: list[np.ndarray], rng: np.random.Gener
         g["width"] = float(rng.uniform(0.04, 0.07))
         g["reach"] = float(rng.uniform(0.12, 0.2))
     elif recipe == "foreign_material":
+        # as the demo draws it: a 3–5 px speck (at 64 px) or a fibre, on the board beside the part
         g["variant"] = int(rng.integers(0, 3))  # 0 light speck, 1 dark speck, 2 fibre
-        g["cx"], g["cy"] = float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.15, 0.85))
-        g["radius"] = float(rng.uniform(0.018, 0.03))
+        g["cx"], g["cy"] = _beside_box(box, rng)
+        g["radius"] = float(rng.uniform(0.023, 0.038))
         g["angle"] = float(rng.uniform(0, np.pi))
     elif recipe == "texture":
         g["cx"], g["cy"] = float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.25, 0.75))
         g["rx"], g["ry"] = float(rng.uniform(0.07, 0.16)), float(rng.uniform(0.07, 0.16))
         g["strength"] = float(rng.uniform(0.35, 0.6))
     return g
+
+
+def _beside_box(box: tuple[float, float, float, float], rng: np.random.Generator) -> tuple[float, float]:
+    """A normalised point in view (0.11..0.89) outside ``box`` grown by 0.04: debris on the bare board.
+    A dark speck on a dark body is invisible in every light, so no recipe should draw one there."""
+    x0, y0, x1, y1 = box
+    for _ in range(200):
+        x, y = float(rng.uniform(0.11, 0.89)), float(rng.uniform(0.11, 0.89))
+        if not (x0 - 0.04 < x < x1 + 0.04 and y0 - 0.04 < y < y1 + 0.04):
+            return x, y
+    return 0.11, 0.11  # a part that fills the view: the corner is board
 
 
 # --------------------------------------------------------------------------- drawing (one light)
@@ -186,11 +198,11 @@ def apply_recipe(img: np.ndarray, geom: Mapping[str, Any], light_index: int) -> 
                 board = pal["board"]
                 colour = board * 0.25 if board.mean() > 0.15 else board * 0.5 + np.full_like(board, 0.14)
             out = _blend(out, _disc(h, w, cx, cy, r), colour)
-        else:
-            ex, ey = 0.055 * w * np.cos(geom["angle"]), 0.055 * h * np.sin(geom["angle"])
+        else:  # a fibre about 1.5 px thick and 9 px long at 64 px
+            ex, ey = 0.07 * w * np.cos(geom["angle"]), 0.07 * h * np.sin(geom["angle"])
             a = np.zeros((h, w, 1))
-            for k in np.linspace(-1, 1, 7):
-                a = np.maximum(a, _disc(h, w, cx + k * ex, cy + k * ey, max(0.6 * r, 0.7)))
+            for k in np.linspace(-1, 1, 9):
+                a = np.maximum(a, _disc(h, w, cx + k * ex, cy + k * ey, max(0.0125 * min(h, w), 0.7)))
             out = _blend(out, a, pal["bright"])
     elif recipe == "texture":
         cx, cy, rx, ry = geom["cx"] * w, geom["cy"] * h, geom["rx"] * w, geom["ry"] * h

@@ -29,8 +29,7 @@ _MATERIALS: dict[str, tuple[dict[str, tuple[float, float, float]], float]] = {
     "body_ic": ({"low_angle": (0.16, 0.16, 0.18), "solder": (0.09, 0.09, 0.10)}, 0.0),
     "marking": ({"low_angle": (0.70, 0.70, 0.68), "solder": (0.35, 0.35, 0.34)}, 0.0),
     "band": ({"low_angle": (0.75, 0.75, 0.78), "solder": (0.45, 0.45, 0.48)}, 0.0),
-    # pin-1 mark: a dark pit under grazing light, a matte (brighter) etched spot under coaxial light
-    "dimple": ({"low_angle": (0.06, 0.06, 0.07), "solder": (0.30, 0.30, 0.32)}, 0.0),
+    "pin1_dot": ({"low_angle": (0.85, 0.85, 0.82), "solder": (0.60, 0.60, 0.58)}, 0.0),
     "debris_light": ({"low_angle": (0.92, 0.88, 0.70), "solder": (0.35, 0.33, 0.28)}, 0.0),
     "debris_dark": ({"low_angle": (0.05, 0.04, 0.03), "solder": (0.10, 0.08, 0.06)}, 0.0),
 }
@@ -70,14 +69,6 @@ class Prim:
     height_to: float = 0.0
     ramp: str = "+x"
     tint: float = 1.0
-
-    def moved(self, dx: float, dy: float) -> "Prim":
-        x0, y0, x1, y1 = self.box
-        if self.kind == "disc":
-            return Prim(self.kind, (x0 + dx, y0 + dy, x1, y1), self.material, self.height,
-                        self.height_to, self.ramp, self.tint)
-        return Prim(self.kind, (x0 + dx, y0 + dy, x1 + dx, y1 + dy), self.material, self.height,
-                    self.height_to, self.ramp, self.tint)
 
 
 @dataclass(frozen=True)
@@ -164,18 +155,25 @@ def _targets(pal: dict[str, np.ndarray], prims: Sequence[Prim]) -> np.ndarray:
 
 def shade(canvas: np.ndarray, styles: Sequence[str], width: int, height: int,
           offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Light the material maps, shifted by ``offset`` design units (bilinear), → float (lights, H, W, 3)."""
+    """Light the material maps, then shift the lit image by ``offset`` design units (bilinear)
+    → float (lights, H, W, 3).
+
+    Lit first, shifted second: the board moves under the camera, the lighting does not change. The
+    other order re-derives slopes from a resampled height map, and the specular glint of a 2-px IC
+    pin then flips on or off with a sub-pixel shift: a PASS capture with a blob that looks like
+    solder (measured: the strongest misalignment-tolerant difference of any PASS row).
+    """
     margin = (canvas.shape[0] - height) // 2
     sx, sy = width / DESIGN, height / DESIGN
-    maps = _shift(canvas, margin - offset[0] * sx, margin - offset[1] * sy, width, height)
     n = len(styles)
-    hmap, metal = maps[..., 3 * n], maps[..., 3 * n + 1]
+    hmap, metal = canvas[..., 3 * n], canvas[..., 3 * n + 1]
     grad_y, grad_x = np.gradient(hmap)
     grad = np.hypot(grad_x, grad_y)
-    out = np.empty((n, height, width, 3), dtype=np.float32)
+    lit = np.empty(canvas.shape[:2] + (3 * n,), dtype=np.float32)
     for i, style in enumerate(styles):
-        out[i] = _shade(style, maps[..., 3 * i: 3 * i + 3], grad, grad_x, grad_y, metal)
-    return out
+        lit[..., 3 * i: 3 * i + 3] = _shade(style, canvas[..., 3 * i: 3 * i + 3], grad, grad_x, grad_y, metal)
+    out = _shift(lit, margin - offset[0] * sx, margin - offset[1] * sy, width, height)
+    return np.ascontiguousarray(out.reshape(height, width, n, 3).transpose(2, 0, 1, 3))
 
 
 def _shift(canvas: np.ndarray, fx: float, fy: float, width: int, height: int) -> np.ndarray:

@@ -8,6 +8,7 @@ types and the defects each can carry are the ones AOI engineers meet on SMT line
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def random_component(ctype: str, rng: np.random.Generator, need_neighbour: bool 
         else:
             x = float(rng.uniform(2, 62))
             traces.append((x, 0.0, x + float(rng.uniform(1.5, 3.0)), 64.0))
-    common = dict(
+    common: dict[str, Any] = dict(
         ctype=ctype,
         cx=32.0 + float(rng.uniform(-2, 2)),
         cy=32.0 + float(rng.uniform(-2, 2)),
@@ -121,10 +122,42 @@ def random_defect(kind: str, comp: Component, rng: np.random.Generator) -> Defec
         return Defect(kind, (float(rng.choice([-1, 0, 1])), float(rng.uniform(3.0, 4.5)),
                              float(rng.integers(0, max(comp.n_pins, 1)))))
     if kind == "foreign_material":
-        # rare and subtle: a 2–4 px speck or a thin fibre somewhere in the field of view
-        return Defect(kind, (float(rng.integers(0, 3)), float(rng.uniform(10, 54)), float(rng.uniform(10, 54)),
-                             float(rng.uniform(0.9, 1.6)), float(rng.uniform(0, np.pi))))
+        # a 3–5 px speck (light or dark) or a 9-px fibre, on bare board beside the part: small, but a
+        # blob in a flat area is a different pattern from the edge echoes of a misaligned PASS capture
+        variant, r, ang = int(rng.integers(0, 3)), float(rng.uniform(1.5, 2.4)), float(rng.uniform(0, np.pi))
+        x, y = _on_bare_board(comp, rng, clearance=5.5 if variant == 2 else r + 1.5)
+        return Defect(kind, (float(variant), x, y, r, ang))
     return Defect(kind)
+
+
+def _on_bare_board(comp: Component, rng: np.random.Generator, clearance: float) -> tuple[float, float]:
+    """A point at least ``clearance`` from the part's silkscreen outline (which holds its body, pads
+    and pins), from a neighbouring pad and from the image border.
+
+    Debris drawn over a dark body or against an edge is invisible, or indistinguishable from the
+    edge echo of a 2-px misalignment, at 64 px: no data could teach it, and one such row pins FAR at
+    100 % recall.
+    """
+    hu, hv = _outline(comp)
+    if comp.neighbour:
+        hv = comp.width / 2 + 14.0  # the neighbouring pad lies beyond the outline
+    lo, hi = clearance + 0.5, 63.5 - clearance
+    for _ in range(500):
+        x, y = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+        u, v = (y - comp.cy, x - comp.cx) if comp.vertical else (x - comp.cx, y - comp.cy)
+        if abs(u) > hu + clearance or abs(v) > hv + clearance:
+            return x, y
+    return lo, lo  # no room beside a part that fills the view: the corner is always bare board
+
+
+def _outline(comp: Component) -> tuple[float, float]:
+    """Half extents (along, across) of the part's silkscreen outline."""
+    hl, hw = comp.length / 2, comp.width / 2
+    if comp.ctype in _CHIPS:
+        return hl + 7.0, hw + 3.0
+    if comp.ctype == "ic":
+        return hl + 2.0, hw + 9.0
+    return hl + 2.0, hw + 7.0
 
 
 class _Frame:
@@ -161,11 +194,12 @@ def build_scene(comp: Component, defect: Defect | None = None) -> list[Prim]:
     kind = defect.kind if defect else None
     p = defect.params if defect else ()
     prims = [Prim("rect", t, "trace", 0.02) for t in comp.traces]
-    footprint_up = comp.legs_up  # pads belong to the board: a reversed part does not move them
+    # pads and silkscreen belong to the board: a reversed part does not move them
+    footprint_up, footprint_end = comp.legs_up, comp.band_end
     if kind == "polarity":
         comp = _flip_polarity(comp)
     if comp.ctype in _CHIPS:
-        prims += _chip(comp, kind, p)
+        prims += _chip(comp, kind, p, footprint_end)
     elif comp.ctype == "ic":
         prims += _ic(comp, kind, p)
     else:
@@ -174,10 +208,10 @@ def build_scene(comp: Component, defect: Defect | None = None) -> list[Prim]:
         variant, x, y, r, ang = p
         if variant < 2:  # speck, light or dark
             prims.append(Prim("disc", (x, y, r, 0.0), "debris_light" if variant == 0 else "debris_dark", 0.3))
-        else:  # thin fibre
-            ex, ey = 3.5 * np.cos(ang), 3.5 * np.sin(ang)
-            for k in np.linspace(-1, 1, 7):
-                prims.append(Prim("disc", (x + k * ex, y + k * ey, 0.6, 0.0), "debris_light", 0.25))
+        else:  # a fibre about 1.5 px thick and 9 px long
+            ex, ey = 4.5 * np.cos(ang), 4.5 * np.sin(ang)
+            for k in np.linspace(-1, 1, 9):
+                prims.append(Prim("disc", (x + k * ex, y + k * ey, 0.8, 0.0), "debris_light", 0.25))
     return prims
 
 
@@ -196,13 +230,18 @@ def _silk_outline(f: _Frame, hu: float, hv: float) -> list[Prim]:
     ]
 
 
-def _chip(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
+def _chip(c: Component, kind: str | None, p: tuple[float, ...], footprint_end: int) -> list[Prim]:
     board = _Frame(c)
     hl, hw, term = c.length / 2, c.width / 2, 3.5
-    out = _silk_outline(board, hl + 7.0, hw + 3.0)
+    out = _silk_outline(board, *_outline(c))
     pads = [(-hl - 5.0, -hl + 4.0), (hl - 4.0, hl + 5.0)]
     for u0, u1 in pads:
         out.append(board.rect(u0, -hw - 1.5, u1, hw + 1.5, "copper", 0.05))
+    if c.ctype == "diode":
+        # silkscreen cathode bar beyond the pad on the cathode side; belongs to the board, so it
+        # marks where the band should be (drawn from the footprint's polarity, see build_scene)
+        a, b = sorted((footprint_end * (hl + 5.2), footprint_end * (hl + 6.4)))
+        out.append(board.rect(a, -hw - 1.5, b, hw + 1.5, "silk", 0.03))
     if c.neighbour:
         s, nu = c.neighbour, c.neighbour_u
         v0, v1 = sorted((s * (hw + 8.0), s * (hw + 14.0)))
@@ -230,11 +269,13 @@ def _chip(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
     if c.ctype != "diode":
         out += [part.rect(-hl, -hw, -hl + term, hw, "tin", 0.6), part.rect(hl - term, -hw, hl, hw, "tin", 0.6)]
     if c.ctype == "resistor":
-        for k, h in zip((-4.0, -0.5, 3.0), c.marking):
+        for k, h in zip((-4.0, -0.5, 3.0), c.marking, strict=True):
             out.append(part.rect(k, -2.0 * h, k + 2.2, 2.0 * h, "marking", 0.61))
     if c.ctype == "diode":
-        b = c.band_end * (hl - 3.5)
-        out.append(part.rect(min(b, b + c.band_end * 3.0), -hw, max(b, b + c.band_end * 3.0), hw, "band", 0.61))
+        # cathode band, 5 units wide: a reversed diode moves it to the other end (the board's cathode
+        # mark, drawn with the pads, stays)
+        b = c.band_end * (hl - 6.0)
+        out.append(part.rect(min(b, b + c.band_end * 5.0), -hw, max(b, b + c.band_end * 5.0), hw, "band", 0.61))
     flen, fh = 4.5, 0.5
     big = kind == "excess_solder"
     ends = (-1, 1) if not big or p[0] == 0 else (int(p[0]),)
@@ -261,7 +302,7 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
     pitch = c.length / n
     pin_w = pitch * 0.45
     centres = [-hl + pitch * (i + 0.5) for i in range(n)]
-    out = _silk_outline(board, hl + 2.0, hw + 9.0)
+    out = _silk_outline(board, *_outline(c))
     for s in (-1, 1):
         for u in centres:
             v0, v1 = sorted((s * (hw + 2.0), s * (hw + 8.0)))
@@ -272,7 +313,8 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
                 v0, v1 = sorted((s * (hw + 2.8), s * (hw + 7.2)))
                 out.append(board.rect(u - pin_w / 2, v0, u + pin_w / 2, v1, "paste", 0.1))
         return out
-    part = _Frame(c, p[1] * 0.7 if kind == "shift" else 0.0, 0.0)
+    # a shift of the whole part by 3–5 units: less would hide inside the 2-px capture misalignment
+    part = _Frame(c, p[1] if kind == "shift" else 0.0, 0.0)
     for s in (-1, 1):
         for i, u in enumerate(centres):
             v0, v1 = sorted((s * hw, s * (hw + 6.0)))
@@ -282,11 +324,15 @@ def _ic(c: Component, kind: str | None, p: tuple[float, ...]) -> list[Prim]:
             h0, h1 = (0.3, 0.05) if s > 0 else (0.05, 0.3)
             out.append(part.ramp(u - pin_w / 2, f0, u + pin_w / 2, f1, "tin", h0, h1, "v"))
             if grow:
-                out.append(part.disc(u, s * (hw + 6.5), p[1] * 0.8, "tin", 0.6))
+                # a blob 6–9 px across: smaller ones vanish among the pin-edge echoes at 64 px
+                out.append(part.disc(u, s * (hw + 6.5), p[1], "tin", 0.7))
     out.append(part.rect(-hl, -hw, hl, hw, "body_ic", 0.8, tint=c.tint))
-    cu = (-1 if c.pin1_corner in (0, 3) else 1) * (hl - 4.0)
-    cv = (-1 if c.pin1_corner in (0, 1) else 1) * (hw - 4.0)
-    out.append(part.disc(cu, cv, 1.7, "dimple", 0.7))
+    # pin-1 mark: a white printed dot about 4.5 px across, kept 4 px clear of the body's edge. A 3-px
+    # dark dimple near the edge was invisible at 64 px: within the 2-px misalignment band of the
+    # bright body edge it reads as that edge's echo.
+    cu = (-1 if c.pin1_corner in (0, 3) else 1) * (hl - 6.5)
+    cv = (-1 if c.pin1_corner in (0, 1) else 1) * (hw - 6.5)
+    out.append(part.disc(cu, cv, 2.3, "pin1_dot", 0.81))
     if kind == "bridge":
         i, s = int(p[0]), int(p[1])
         v0, v1 = sorted((s * (hw + 3.0), s * (hw + 7.0)))
@@ -299,7 +345,7 @@ def _transistor(c: Component, kind: str | None, p: tuple[float, ...], footprint_
     hl, hw = c.length / 2, c.width / 2
     up_legs, down_legs = (-0.55 * hl, 0.55 * hl), (0.0,)
     pad_sets = [(u, footprint_up) for u in up_legs] + [(u, -footprint_up) for u in down_legs]
-    out = _silk_outline(board, hl + 2.0, hw + 7.0)
+    out = _silk_outline(board, *_outline(c))
     for u, s in pad_sets:
         v0, v1 = sorted((s * (hw + 1.0), s * (hw + 6.0)))
         out.append(board.rect(u - 2.5, v0, u + 2.5, v1, "copper", 0.05))
@@ -308,8 +354,8 @@ def _transistor(c: Component, kind: str | None, p: tuple[float, ...], footprint_
             v0, v1 = sorted((s * (hw + 1.8), s * (hw + 5.2)))
             out.append(board.rect(u - 1.9, v0, u + 1.9, v1, "paste", 0.1))
         return out
-    du = p[1] * 0.6 if kind == "shift" and p[0] else 0.0
-    dv = p[1] * 0.6 if kind == "shift" and not p[0] else 0.0
+    du = p[1] if kind == "shift" and p[0] else 0.0
+    dv = p[1] if kind == "shift" and not p[0] else 0.0
     part = _Frame(c, du, dv)
     # legs_up flips which side carries the two legs: a rotated (reversed) part
     legs = [(u, c.legs_up) for u in up_legs] + [(u, -c.legs_up) for u in down_legs]
@@ -321,6 +367,6 @@ def _transistor(c: Component, kind: str | None, p: tuple[float, ...], footprint_
         out.append(part.ramp(u - 1.6, f0, u + 1.6, f1, "tin", h0, h1, "v"))
     if kind == "excess_solder":
         u, s = legs[int(p[2]) % len(legs)]
-        out.append(part.disc(u, s * (hw + 4.5), p[1] * 0.7, "tin", 0.6))
+        out.append(part.disc(u, s * (hw + 4.5), p[1], "tin", 0.7))
     out.append(part.rect(-hl, -hw, hl, hw, "body_ic", 0.55, tint=c.tint))
     return out

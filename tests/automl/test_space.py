@@ -20,13 +20,16 @@ BASE: dict[str, Any] = {
                              "input_map": {"LowAngleLight": 0, "SolderLight": 1}}},
 }
 DEFAULT_SPACE = package_defaults()["automl"]["search_space"]
+# The parsing tests pin their own lr range, so they don't move when the package default does.
+SPACE = {**DEFAULT_SPACE, "train.optim.lr": {"valid_min": 5e-6, "valid_max": 5e-4, "log": True}}
 
 
 def test_default_space_parses_with_spec_defaults() -> None:
     params = {p.key: p for p in parse_search_space(DEFAULT_SPACE, BASE)}
     assert list(params) == list(DEFAULT_SPACE)
     lr = params["train.optim.lr"]
-    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 5e-6, 5e-4, True)
+    want = DEFAULT_SPACE["train.optim.lr"]
+    assert (lr.kind, lr.low, lr.high, lr.log) == ("float", want["valid_min"], want["valid_max"], True)
     assert params["train.classify.cls_weight[1]"].log and params["train.classify.cls_weight[1]"].kind == "float"
     ldm = params["model.classify.learnable_difference_modules"]
     assert (ldm.kind, ldm.low, ldm.high) == ("int", 2, 8)
@@ -83,7 +86,7 @@ def test_int_type_is_inferred_from_bounds_and_spec_value() -> None:
 def test_tune_space_keeps_tao_bounds_inclusive_for_optuna() -> None:
     from ray.tune.search.optuna import OptunaSearch
 
-    params = parse_search_space(DEFAULT_SPACE, BASE)
+    params = parse_search_space(SPACE, BASE)
     dists = OptunaSearch.convert_search_space(tune_param_space(params))
     ldm = dists["model.classify.learnable_difference_modules"]
     assert (ldm.low, ldm.high, ldm.log) == (2, 8, False)
@@ -93,7 +96,7 @@ def test_tune_space_keeps_tao_bounds_inclusive_for_optuna() -> None:
 
 
 def test_centre_point_reads_phase1_best_rec_specs() -> None:
-    params = parse_search_space(DEFAULT_SPACE, BASE)
+    params = parse_search_space(SPACE, BASE)
     best_specs = {"train": {"optim": {"lr": 2e-4, "weight_decay": 5.0}, "classify": {"cls_weight": [1.0, 17.5]}},
                   "model": {"classify": {"learnable_difference_modules": 6}}}
     point = centre_point(params, flatten(best_specs), BASE)
@@ -106,6 +109,6 @@ def test_centre_point_reads_phase1_best_rec_specs() -> None:
 
 
 def test_grid_values() -> None:
-    params = {p.key: p for p in parse_search_space(DEFAULT_SPACE, copy.deepcopy(BASE))}
+    params = {p.key: p for p in parse_search_space(SPACE, copy.deepcopy(BASE))}
     assert grid_values(params["model.classify.learnable_difference_modules"]) == list(range(2, 9))
     assert grid_values(params["train.optim.lr"]) == [5e-6, 5e-4]

@@ -76,7 +76,7 @@ def test_num_input_must_match_input_map() -> None:
 
 
 def test_linear_lr_policy_matches_spec_formula() -> None:
-    # SPEC §2.2: lr_epoch = lr * (1 - epoch/(num_epochs+1)), epoch 0-based as TAO's LambdaLR steps it.
+    # TAO's linear policy: lr_epoch = lr * (1 - epoch/(num_epochs+1)), epoch 0-based as its LambdaLR steps it.
     got = [lr_at_epoch("linear", 1e-3, e, 4) for e in range(4)]
     assert got == pytest.approx([1e-3, 8e-4, 6e-4, 4e-4])
 
@@ -123,9 +123,9 @@ def test_optimiser_from_spec(name: str, cls: type) -> None:
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("train.optim.optim", "lamb", "adamw, adam or sgd"),
-    ("train.optim.policy", "cosine", "linear or step"),
-    ("train.classify.loss", "contrastive", "'ce'"),
+    ("train.optim.optim", "lamb", "one of adamw, adam, sgd"),
+    ("train.optim.policy", "cosine", "one of linear, step"),
+    ("train.classify.loss", "contrastive", "one of ce, got 'contrastive'"),
     ("train.classify.cls_weight", [1.0], r"\[w_pass, w_defect\]"),
 ])
 def test_bad_train_values_name_the_key(key: str, value: object, match: str) -> None:

@@ -1,4 +1,5 @@
-"""Built-in PyTorch backend: a siamese change classifier that compares at full resolution.
+"""Built-in PyTorch backend: a siamese change classifier that compares capture and golden at full
+resolution, with the same train/infer/embed contract as the TAO container backend.
 
 >>> from raypipe.backends.builtin import BuiltinTrainer, resolve_backbone
 >>> BuiltinTrainer(device="cpu").default_backbone()

@@ -1,7 +1,7 @@
 """Checkpoint files: ``{state_dict, architecture, epoch, step, val_far, val_loss, backbone}``.
 
 The architecture travels inside the checkpoint so that sweeps can pin a warm start's architecture keys
-to the checkpoint's (SPEC §5) and a mismatch is reported by key name, not as a tensor-shape trace.
+to the checkpoint's (a warm start cannot change the network's shape) and a mismatch is reported by key name, not as a tensor-shape trace.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def read_checkpoint_architecture(path: str | Path) -> dict[str, Any]:
     """The checkpoint's architecture keys as a flat dotted dict (``model.backbone.type`` → value, …).
 
-    Sweeps that warm-start pin these keys in every trial's spec (SPEC §5).
+    Sweeps that warm-start pin these keys in every trial's spec, so no trial asks for another shape.
     """
     payload = load_checkpoint(path)
     arch = payload.get("architecture")
@@ -119,7 +119,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> int:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict")
     stem = {k[len("stem."):]: v for k, v in state.items() if k.startswith("stem.")} or state
-    target = model.stem  # type: ignore[attr-defined]
+    target = model.get_submodule("stem")
     own = target.state_dict()
     bad = sorted(k for k in own if k not in stem or tuple(stem[k].shape) != tuple(own[k].shape))
     if bad:

@@ -19,7 +19,7 @@ from raypipe.workspace._rows import ImageLayout
 
 DEFAULT_BACKBONE = "changenet_cnn"
 # Backbone type → (stem width, difference-module width). Both are plain-PyTorch CNNs: torchvision/timm
-# do not load beside torch 2.13 CPU here (STACK.md), so TAO's ViT backbones are not built.
+# do not load beside the CPU torch build this project pins, so TAO's ViT backbones are not built.
 BACKBONE_WIDTHS: dict[str, tuple[int, int]] = {
     "changenet_cnn": (8, 16),
     "changenet_cnn_wide": (16, 32),
@@ -319,7 +319,7 @@ def train_from_spec(spec: dict[str, Any]) -> TrainConfig:
     policy = str(_get(spec, "train.optim.policy", "linear")).lower()
     if policy not in ("linear", "step"):
         raise SpecValueError(f"train.optim.policy must be linear or step, got {policy!r}")
-    # Both intervals are clamped to ≤ num_epochs (TAO asserts it), so a short run still checkpoints/validates.
+    # Both intervals are clamped to ≤ num_epochs (as TAO does), so a short run still checkpoints/validates.
     ckpt_int = min(max(1, int(_get(spec, "train.checkpoint_interval", 1))), max(epochs, 1))
     val_int_raw = get_dotted(spec, "train.validation_interval", None)
     if val_int_raw is None:

@@ -51,7 +51,7 @@ def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
     with Image.open(path) as im:
         im = im.convert("RGB")
         if im.size != size:  # size is (W, H) as PIL has it
-            im = im.resize(size, Image.BILINEAR)
+            im = im.resize(size, Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
@@ -109,7 +109,7 @@ def load_image_set(rows: pd.DataFrame, images_dir: Path, cfg: DataConfig, *, sou
 
 
 def read_csv_rows(path: Path) -> pd.DataFrame:
-    """Read a workspace CSV (all strings) with labels normalised (SPEC §2.1)."""
+    """Read a workspace CSV (all strings) with labels normalised (PASS spellings to ``PASS``)."""
     from raypipe.workspace._rows import read_rows
 
     rows = read_rows(path)

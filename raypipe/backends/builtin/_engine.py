@@ -13,6 +13,7 @@ from torch import nn
 
 from raypipe.backends.builtin._config import AugmentConfig, TrainConfig
 from raypipe.backends.builtin._data import ImageSet, Normaliser, augment_batch, epoch_order
+from raypipe.backends.builtin._model import ChangeNetCNN
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,26 @@ class Runtime:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+@contextlib.contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Deterministic kernels for the duration of a run, previous settings restored after.
+
+    On CPU every op this backend uses has a deterministic kernel, so a seeded run is bit-identical
+    (at the same thread count: oneDNN splits reductions by thread). On CUDA a few ops have none and
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG``; ``warn_only`` keeps those runs going, reproducible
+    as far as the hardware allows, instead of failing them.
+    """
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
 
 
 def resolve_runtime(device: str, amp: bool | str = "auto") -> Runtime:
@@ -44,7 +65,7 @@ def resolve_runtime(device: str, amp: bool | str = "auto") -> Runtime:
 def lr_at_epoch(policy: str, lr: float, epoch_index: int, num_epochs: int) -> float:
     """Learning rate of 0-based epoch ``epoch_index`` (TAO's per-epoch LambdaLR/StepLR).
 
-    linear: ``lr * (1 - epoch/(num_epochs+1))`` (SPEC §2.2); step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
+    linear: ``lr * (1 - epoch/(num_epochs+1))``, TAO's linear policy; step: ×0.1 every ``max(1, num_epochs//3)`` epochs.
     """
     if policy == "linear":
         return lr * (1.0 - epoch_index / float(num_epochs + 1))
@@ -65,7 +86,7 @@ def make_optimizer(params: Iterator[nn.Parameter] | list[nn.Parameter], cfg: Tra
 def set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
     model.train()
     if freeze_backbone:
-        model.stem.eval()  # type: ignore[attr-defined]  # a frozen stem stays in inference behaviour
+        model.get_submodule("stem").eval()  # a frozen stem stays in inference behaviour
 
 
 def train_epoch(model: nn.Module, data: ImageSet, norm: Normaliser, opt: torch.optim.Optimizer,
@@ -99,7 +120,7 @@ def train_epoch(model: nn.Module, data: ImageSet, norm: Normaliser, opt: torch.o
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, norm: Normaliser, *, batch_size: int, runtime: Runtime,
+def predict(model: ChangeNetCNN, data: ImageSet, norm: Normaliser, *, batch_size: int, runtime: Runtime,
             embed: bool = False) -> np.ndarray:
     """Logits ``(N, 2)`` (or embeddings with ``embed``) in row order, eval mode, no grad."""
     model.eval()
@@ -108,10 +129,10 @@ def predict(model: nn.Module, data: ImageSet, norm: Normaliser, *, batch_size: i
         idx = torch.arange(start, min(start + batch_size, len(data)), device=data.labels.device)
         cap, gold = data.batch(idx)
         with runtime.autocast():
-            res = model.features(norm(cap), norm(gold)) if embed else model(norm(cap), norm(gold))  # type: ignore[operator]
+            res = model.features(norm(cap), norm(gold)) if embed else model(norm(cap), norm(gold))
         out.append(res.float().cpu())
     if not out:
-        width = model.cfg.embedding_dim if embed else 2  # type: ignore[attr-defined]
+        width = model.cfg.embedding_dim if embed else 2
         return np.zeros((0, width), dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32, copy=False)
 
