@@ -63,6 +63,14 @@ class LoopBest:
         return float(self.entry["metric_result"]["value"])
 
 
+def _registered_final(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Phase 3's winner as the DEFT state holds it once it is scored and registered (None: not yet)."""
+    entry = state.get("iterations", {}).get(FINAL_AUTOML)
+    if isinstance(entry, dict) and entry.get("stage_completed") == "evaluate" and "far_pct" in entry:
+        return entry
+    return None
+
+
 class Pipeline:
     """Runs Phase 1 → handoff → Phase 2 → Phase 3 → the deliverable for one run dir."""
 
@@ -188,10 +196,14 @@ class Pipeline:
             return
         if self._phase_status("phase3") == "complete":
             return
-        from raypipe.deft import finalize, register_final_automl
+        from raypipe.deft import register_final_automl
 
         state = load_state(self.rd.deft_state)
         best = self._loop_best(state)
+        if (registered := _registered_final(state)) is not None:
+            # Stopped after Phase 3's winner was registered: register it once, finish from there.
+            self._finish_phase3(best, registered)
+            return
         train_csv, train_images = self._phase3_training_set(state)
         pipeline_state.mark(self.rd, "phase3", "in_progress", warm_start=str(best.checkpoint),
                             training_csv=str(train_csv), loop_best=best.label)
@@ -209,6 +221,12 @@ class Pipeline:
                            "mlflow_run_id": run.run_id})
         register_final_automl(self.rd.deft_state, entry)
         point("phase3_finalize")
+        self._finish_phase3(best, entry)
+
+    def _finish_phase3(self, best: LoopBest, entry: dict[str, Any]) -> None:
+        """The deliverable from the registered winner, and Phase 3 marked complete (idempotent)."""
+        from raypipe.deft import finalize
+
         finalize(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])
