@@ -1,5 +1,6 @@
-"""Kill anywhere: one smoke run stopped at eight moments by SIGKILL (three within its first 15 s) and
-once by Ctrl-C, each time continued with ``--resume``, until it completes; two runs on one workspace.
+"""Kill anywhere: one smoke run stopped at ten moments by SIGKILL (four in its start-up: the first
+second, the gate, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued
+with ``--resume``, until it completes; two runs on one workspace.
 
 One chain shares one pipeline run (a smoke run costs minutes on 2 cores): kill at moment 1, start
 again or resume and kill at moment 2, … , and finally resume to completion. After every kill the
@@ -42,6 +43,11 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
     runner = Runner(tmp_path, tmp_path / "runs.log")
     new = run_args(ws)
     try:
+        # 0. In its first second (the interpreter starting, imports): nothing is left behind.
+        untouched = snapshot(ws)
+        runner.kill_when(new, lambda: True, "the start")
+        assert snapshot(ws) == untouched
+
         # 1. During the gate (Ray up, every check done, nothing approved): nothing is left behind.
         runner.kill_at(new, "gate")
         assert not list((ws / "results").glob("run_*")) if (ws / "results").exists() else True
