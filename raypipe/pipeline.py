@@ -220,13 +220,13 @@ class Pipeline:
                            "metric": {"name": "far_pct", "value": entry["far_pct"], "split": "kpi"},
                            "mlflow_run_id": run.run_id})
         register_final_automl(self.rd.deft_state, entry)
-        point("phase3_finalize")
         self._finish_phase3(best, entry)
 
     def _finish_phase3(self, best: LoopBest, entry: dict[str, Any]) -> None:
         """The deliverable from the registered winner, and Phase 3 marked complete (idempotent)."""
         from raypipe.deft import finalize
 
+        point("phase3_finalize")
         finalize(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])
