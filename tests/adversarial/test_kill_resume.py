@@ -106,12 +106,12 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         assert check_consistent(rd)["status"] == "interrupted"
 
         # 8. During final scoring (again): Phase 3's winner is registered, the deliverable not yet written.
-        runner.kill_at(resume, "phase3_finalize")
+        out = runner.kill_at(resume, "phase3_finalize")
+        assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
         check_consistent(rd)
 
         # 9. After the run was marked complete, before its MLflow run was closed.
-        out = runner.kill_at(resume, "complete")
-        assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
+        runner.kill_at(resume, "complete")
         assert check_consistent(rd)["status"] == "complete"
 
         # A complete run is never redone or downgraded: --resume says so and changes nothing.
