@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 if TYPE_CHECKING:
@@ -72,9 +73,43 @@ def unwrap_task_error(exc: BaseException) -> BaseException:
     return exc
 
 
+_session: dict[str, str | None] = {"dashboard_url": None}
+
+
+def quiet_termination() -> None:
+    """Every worker of a raypipe Ray session runs this first (Ray's ``worker_process_setup_hook``).
+
+    Tune ends each trial actor by removing the trial's placement group, and the raylet then
+    SIGTERMs the worker, idle or still starting up. Ray's SIGTERM handler raises ``SystemExit`` in
+    whatever Python code the worker's main thread runs at that instant; when that is a garbage
+    collector callback (a ``WeakSet`` entry dying), Python cannot propagate it and prints
+    "Exception ignored in … SystemExit: 1" with a traceback, which reached the user's console at
+    the end of every sweep. The worker is being ended on purpose (Ray SIGKILLs it 200 ms later):
+    such a ``SystemExit`` is dropped here, every other unraisable exception is reported as usual.
+    """
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, SystemExit):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
+# The module path, not the function: Ray imports it in each worker (a callable would be pickled per job).
+WORKER_RUNTIME_ENV = {"worker_process_setup_hook": f"{__name__}.quiet_termination"}
+
+
+def dashboard_url() -> str | None:
+    """``http://host:port`` of the Ray dashboard of the session :func:`ray_session` opened, if it runs one."""
+    return _session["dashboard_url"]
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None,
-                log_to_driver: bool = True) -> Iterator[bool]:
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True,
+                env_vars: Mapping[str, str] | None = None, dashboard: bool = False,
+                logging_level: int = logging.WARNING) -> Iterator[bool]:
     """Connect to Ray for the duration of the block; yields True when this call started it.
 
     Already connected: nothing to do. ``address`` (``auto`` or ``host:port``): join that cluster
@@ -82,6 +117,14 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
     afterwards — a bare ``ray.init()`` would join any cluster ``ray start`` left on this machine,
     someone else's, with someone else's resources. A private Ray's clients all run with one auth
     mode (Ray 2.60 refuses a client whose ``RAY_AUTH_MODE`` differs from the cluster's).
+    ``env_vars`` (e.g. an air-gapped run's offline variables) reach the workers of a joined
+    cluster through the job's runtime environment; a private Ray's workers inherit this process's
+    environment, where the caller has set them before calling.
+
+    ``dashboard``: a private Ray also starts its dashboard (loopback only; :func:`dashboard_url`);
+    off by default, it is two more processes and ~200 MB. ``log_to_driver=False`` keeps the
+    workers' own output (``(pid=…)`` lines) in Ray's session logs instead of this console;
+    ``logging_level`` is the level of Ray's own loggers in this process.
     """
     import ray
 
@@ -89,19 +132,32 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         yield False
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
+        runtime_env = {**WORKER_RUNTIME_ENV, "env_vars": dict(env_vars)} if env_vars else WORKER_RUNTIME_ENV
+        ctx = ray.init(address=address, logging_level=logging_level, log_to_driver=log_to_driver,
+                       runtime_env=runtime_env)
+        _session["dashboard_url"] = _url(getattr(ctx, "dashboard_url", None))
         try:
             yield False
         finally:
+            _session["dashboard_url"] = None
             ray.shutdown()  # disconnects this driver; the cluster keeps running
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=log_to_driver)
+    extra: dict[str, Any] = {"dashboard_host": "127.0.0.1"} if dashboard else {}
+    ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging_level,
+                   log_to_driver=log_to_driver, runtime_env=WORKER_RUNTIME_ENV, **extra)
+    _session["dashboard_url"] = _url(getattr(ctx, "dashboard_url", None)) if dashboard else None
     try:
         yield True
     finally:
+        _session["dashboard_url"] = None
         ray.shutdown()
 
 
-__all__ = ["ray_session", "run_task", "submit_task", "unwrap_task_error"]
+def _url(address: str | None) -> str | None:
+    if not address:
+        return None
+    return address if "://" in address else f"http://{address}"
+
+
+__all__ = ["dashboard_url", "ray_session", "run_task", "submit_task", "unwrap_task_error"]

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from raypipe import pipeline_state
+from raypipe import tao_interop as ti
 from raypipe._testhook import point
 from raypipe.backends import backend_options
+from raypipe.console import fmt_duration, follow_deft, get_console, phase_heading
 from raypipe.deft.context import LoopContext, config_block
 from raypipe.deft.driver import refresh_report
 from raypipe.deft.state import initialise_state, load_state, ordered_labels
 from raypipe.handoffs import Phase1Handoff, phase1_to_phase2
 from raypipe.metrics import pick_best
 from raypipe.rundir import BASELINE, FINAL_AUTOML, RunDir, is_loop_label, iteration_number, resume_command
+from raypipe.scoring import record_on_best_model
 from raypipe.spec import flatten, load_training_spec
-from raypipe.trajectory import format_table, write_trajectory
+from raypipe.trajectory import write_trajectory
 
 if TYPE_CHECKING:
     from raypipe.automl import SweepInputs, SweepResult
@@ -75,14 +79,18 @@ class Pipeline:
     """Runs Phase 1 → handoff → Phase 2 → Phase 3 → the deliverable for one run dir."""
 
     def __init__(self, run_dir: str | Path | RunDir, cfg: RunConfig, workspace: Workspace,
-                 run_spec: dict[str, Any], tracking: Any = None) -> None:
+                 run_spec: dict[str, Any], tracking: Any = None,
+                 execution_policy: Mapping[str, Any] | None = None) -> None:
         self.rd = RunDir(run_dir).resolve()
         self.cfg = cfg
         self.ws = workspace
         self.run_spec = run_spec
         self.tracking = tracking
         self.contract = cfg.phase2.contract
-        self.backend_options = backend_options(cfg, workspace_root=workspace.root, run_dir=self.rd.root)
+        # TAO's record of the run's network mode (run.py resolves it once per run; a resumed run keeps it).
+        self.policy = dict(execution_policy) if execution_policy is not None else cfg.execution_policy.tao_policy()
+        self.backend_options = backend_options(cfg, workspace_root=workspace.root, run_dir=self.rd.root,
+                                               execution_policy=self.policy)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> PipelineOutcome:
@@ -90,7 +98,10 @@ class Pipeline:
         ok = self.phase2(p1)
         if ok:
             self.phase3(p1)
-        traj = write_trajectory(self.rd.root)
+        traj = write_trajectory(self.rd.root, sealed_test=self.score_sealed_test() if ok else None)
+        if ok:
+            record_on_best_model(self.rd, traj)
+            refresh_report(self.rd.root)  # now with the verdict and the sealed test numbers
         state = load_state(self.rd.deft_state)
         status = "complete" if ok and state.get("status") == "complete" else "failed"
         # The deliverable goes to MLflow before the run is marked complete: a resume of a complete
@@ -148,8 +159,7 @@ class Pipeline:
         p2 = self.cfg.phase2
         initialise_state(self.rd.root, config_block=config_block(self.cfg, self._loop_inputs(handoff), self.rd),
                          metric_contract=self.contract, max_iterations=p2.max_iterations,
-                         execution_policy=self.cfg.execution_policy.model_dump(), kpi_target=self.contract.kpi_text,
-                         baseline=baseline)
+                         execution_policy=self.policy, baseline=baseline)
         refresh_report(self.rd.root)
 
     # -- Phase 2 ---------------------------------------------------------------------------
@@ -162,7 +172,8 @@ class Pipeline:
         # user has fixed the cause; within one invocation a hard stop ends the run.
         pipeline_state.mark(self.rd, "phase2", "in_progress")
         with self._phase_run("phase2") as run:
-            outcome = run_loop(self.rd.root, self.cfg, self._loop_inputs(p1, tracking=run.context()))
+            with follow_deft(self.rd.root):  # the loop runs in an actor: its progress is printed from here
+                outcome = run_loop(self.rd.root, self.cfg, self._loop_inputs(p1, tracking=run.context()))
             state = load_state(self.rd.deft_state)
             self._lineage_phase2(state, p1, run.run_id)
             self._log_iteration_datasets(state, run.context())
@@ -213,21 +224,23 @@ class Pipeline:
             run.log_artifact(sweep.best_rec_path)
             run.log_artifact(sweep.trials_csv)
             # Phase 3's winner is scored on the KPI set with the loop's evaluator, so the numbers compare.
-            entry = self._evaluate_final(sweep, best)
+            entry = self._evaluate_final(sweep, best, train_csv)
             run.log_metrics({"kpi_far_pct": entry["far_pct"], "best_val_far": sweep.best_score})
             self._lineage({"checkpoint": entry["best_ckpt_path"], "phase": "phase3", "trial": sweep.best_trial_id,
                            "parent_checkpoint": str(best.checkpoint), "training_data_digest": self._digest(train_csv),
                            "metric": {"name": "far_pct", "value": entry["far_pct"], "split": "kpi"},
                            "mlflow_run_id": run.run_id})
+        # TAO's Phase 3 handoff: the entry without an event, then the handoff files re-picked (the
+        # loop's one loop_stop stands).
         register_final_automl(self.rd.deft_state, entry)
         self._finish_phase3(best, entry)
 
     def _finish_phase3(self, best: LoopBest, entry: dict[str, Any]) -> None:
         """The deliverable from the registered winner, and Phase 3 marked complete (idempotent)."""
-        from raypipe.deft import finalize
+        from raypipe.deft.finalize import refresh_handoff
 
         point("phase3_finalize")
-        finalize(self.rd.root)
+        refresh_handoff(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])
         pipeline_state.mark(self.rd, "phase3", "complete", kpi_far_pct=entry["far_pct"], loop_best_far_pct=best.value,
@@ -237,12 +250,12 @@ class Pipeline:
                         "stays the deliverable", entry["far_pct"], best.value, best.label)
 
     def _phase3_training_set(self, state: dict[str, Any]) -> tuple[Path, Path]:
-        """The last merged training CSV (workspace-root-relative), or the base one when nothing was added."""
-        merged = [lb for lb in ordered_labels(state, include_final=False)
-                  if lb != BASELINE and state["iterations"][lb].get("combined_training_csv")]
-        if merged:
-            return Path(state["iterations"][merged[-1]]["combined_training_csv"]), Path(self.ws.root)
-        return Path(self.ws.train_csv), Path(self.ws.images_dir)  # the baseline met the KPI
+        """(CSV, image root) Phase 3 trains on: the last iteration's combined CSV (its rows are
+        workspace-root-relative), or the base training CSV when the loop added nothing."""
+        csv = ti.phase3_training_csv(state)
+        if csv.resolve() == Path(self.ws.train_csv).resolve():
+            return Path(self.ws.train_csv), Path(self.ws.images_dir)  # the baseline met the KPI
+        return csv, Path(self.ws.root)
 
     def _phase3_sweep(self, best: LoopBest, train_csv: Path, train_images: Path, *, centred: bool,
                       tracking: Any) -> SweepResult:
@@ -259,10 +272,11 @@ class Pipeline:
                                tracking=tracking),
             sweep_dir.path, name=sweep_dir.name)
 
-    def _evaluate_final(self, sweep: SweepResult, loop_best: LoopBest) -> dict[str, Any]:
+    def _evaluate_final(self, sweep: SweepResult, loop_best: LoopBest, train_csv: Path) -> dict[str, Any]:
         """Phase 3's winner scored on the KPI set by the evaluate stage's code, as a Ray task with the
-        loop's training resources (on a cluster the driver's node has no GPU)."""
-        from raypipe._io import atomic_write_text
+        loop's training resources (on a cluster the driver's node has no GPU); returns its
+        ``iterations.final_automl`` entry (which names ``train_csv``, the CSV it trained on)."""
+        from raypipe._io import atomic_write_text, read_json
         from raypipe.deft.evaluate import run_evaluate
         from raypipe.placement import Placement
         from raypipe.spec import dump_spec
@@ -274,16 +288,51 @@ class Pipeline:
             images_dir=self.ws.images_dir, backend=self.cfg.backend, backend_options=self.backend_options,
             resources=self.cfg.phase2.resources.train,
             placement=Placement(str(self.rd.root), FINAL_AUTOML, f"{FINAL_AUTOML}/inference"))
-        return {**evidence, "status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
-                "parent_ckpt_path": str(loop_best.checkpoint)}
+        written = read_json(evidence["metric_result"]["evidence_path"])
+        return ti.final_automl_entry(
+            best_ckpt_path=evidence["best_ckpt_path"], training_spec=spec_path,
+            metric_result=ti.metric_result_record(written, evidence_path=evidence["metric_result"]["evidence_path"],
+                                                  passed=evidence["metric_result"]["passed"]),
+            threshold=evidence["threshold"], training_csv=train_csv, metric_name=self.contract.name,
+            inference_csv=evidence["inference_csv"], parent_ckpt_path=loop_best.checkpoint)
+
+    # -- after the last phase: the sealed test split ------------------------------------------
+    def score_sealed_test(self) -> dict[str, Any]:
+        """Score every trajectory step on the workspace's sealed test split (on ``--resume`` only
+        what is missing); returns the split's status for ``trajectory.json``. A scoring failure is
+        reported, not fatal: the deliverable stands, and a resume retries the missing steps."""
+        from raypipe.scoring import ScoringError, describe_test_split, score_sealed_test
+
+        if self.ws.test_csv is None:
+            log.warning("no sealed test split (test/testing_set.csv): nothing to score; the delivered model is "
+                        "judged only on the KPI set that chose it")
+            return {"status": "absent", "note": "the workspace has no test/testing_set.csv"}
+        log.info("scoring every trajectory step on the %s", describe_test_split(self.ws.test_csv))
+        try:
+            out = score_sealed_test(self.rd, test_csv=self.ws.test_csv, images_dir=self.ws.images_dir,
+                                    contract=self.contract, backend=self.cfg.backend,
+                                    backend_options=self.backend_options, resources=self.cfg.phase2.resources.train)
+        except ScoringError as exc:
+            log.warning("%s; resume to retry: %s", exc, resume_command(self.rd))
+            return {"status": "failed", "note": str(exc)}
+        reused = len(out.by_step) - len(out.scored_now)
+        log.info("sealed test split: %d step(s) scored, %d already scored or sharing a checkpoint",
+                 len(out.scored_now), reused)
+        return {"status": "scored"}
 
     # -- helpers ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _phase_run(self, phase: str) -> Iterator[Any]:
+        """The phase's MLflow run, and its lines on the console (a heading, every line tagged, its time)."""
         from raypipe import tracking as tr
 
-        with tr.child_run(self.tracking, phase, key=phase, tags={"raypipe.phase": phase}) as run:
+        console = get_console()
+        console.rule(phase_heading(phase))
+        t0 = time.monotonic()
+        with console.in_phase(phase), tr.child_run(self.tracking, phase, key=phase,
+                                                   tags={"raypipe.phase": phase}) as run:
             yield run
+        console.line(f"done in {fmt_duration(time.monotonic() - t0)}", phase=phase)
 
     def _phase_status(self, phase: str) -> str:
         status: str = pipeline_state.load(self.rd)["phases"][phase]["status"]
@@ -348,6 +397,8 @@ class Pipeline:
                     "raypipe.far_pct": f"{best.get('far_pct')}", "raypipe.inference_spec": str(self.rd.inference_spec)}
             tr.register_model(self.tracking, Path(best["checkpoint"]), self.cfg.tracking.registered_model_name,
                               chain, tags)
+            # The verdict and the KPI / sealed test numbers on the pipeline run, its phases and the version.
+            tr.log_outcome(self.tracking, best, read_json(self.rd.trajectory))
 
     def _failure_message(self, state: dict[str, Any]) -> str:
         errors = [e for e in state.get("events", []) if e.get("status") == "error"]
@@ -366,9 +417,3 @@ def _warm_start_of(entry: dict[str, Any]) -> str | None:
         return None
     value = (s.get("train") or {}).get("pretrained_model_path")
     return str(value) if value else None
-
-
-def print_summary(outcome: PipelineOutcome) -> str:
-    text = format_table(outcome.trajectory)
-    tail = f"\nbest model: {outcome.best_model_json}" if outcome.best_model_json else ""
-    return f"{text}{tail}"

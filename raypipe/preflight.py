@@ -7,7 +7,6 @@ saved as ``RD/preflight.md`` — the audit trail of what the user agreed to.
 from __future__ import annotations
 
 import copy
-import os
 import platform
 import tempfile
 import time
@@ -15,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe.spec import get_dotted, set_dotted
 from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
 
 if TYPE_CHECKING:
+    from raypipe.budget import Timing
     from raypipe.config import RunConfig
     from raypipe.workspace import CheckReport
 
@@ -107,11 +108,20 @@ def build_preflight(
     resume_rd: Path | None = None,
     docker_client: Any = None,
     probe: Callable[[], float] | None = None,
+    execution_policy: Mapping[str, Any] | None = None,
+    timing: Timing | None = None,
 ) -> Preflight:
-    """Run every read-only check and lay out the nine sections in order."""
+    """Run every read-only check and lay out the nine sections in order.
+
+    ``execution_policy``: the run's policy in TAO's words (default: resolved from ``cfg`` and the
+    environment, as a new run resolves it). ``timing``: the run's time model (and its plan under a
+    time budget) for the compute estimate; without it the estimate comes from ``probe`` (when
+    ``preflight.probe``) or the config.
+    """
     from raypipe.workspace import check_workspace
 
     pf = Preflight()
+    policy = dict(execution_policy) if execution_policy is not None else cfg.execution_policy.tao_policy()
     _host_section(pf, cfg, workspace_root, ray_info, docker_client)
     # 4. Dataset (run first among the rest: later sections need the spec)
     report = check_workspace(workspace_root, label_map=cfg.label_map)
@@ -130,15 +140,16 @@ def build_preflight(
         pf.facts["spec"] = spec
         pf.facts["workspace"] = ws
         _spec_checks(pf, cfg, spec, workspace_root, report)
+        _backbone_section(pf, cfg, spec, workspace_root)
     _feasibility(pf, cfg, ray_info)
     net = get_dotted(spec, "model.backbone.type", "?") if spec else "?"
     pf.add(1, f"network_arch: visual_changenet classify, backbone {net}")
-    _credentials_section(pf, cfg)
-    _images_section(pf, cfg, docker_client)
+    _policy_sections(pf, cfg, docker_client, policy)
     _phase1_section(pf, cfg, workspace_root)
     _phase2_section(pf, cfg, workspace_root, spec, resume_rd)
     _phase3_section(pf, cfg, workspace_root)
-    _estimate_section(pf, cfg, spec, probe)
+    rows = {k: v.rows for k, v in report.stats.csvs.items()}
+    _estimate_section(pf, timing or _timing(pf, cfg, rows, probe))
     pf.add(9, "Approving runs all three phases without further pauses, except hard stops.")
     if pf.blockers:
         pf.add(9, f"{len(pf.blockers)} BLOCKER(s): the run will not start until they are fixed.")
@@ -168,30 +179,37 @@ def _host_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, ray_info:
                           "start Docker")
 
 
-def _credentials_section(pf: Preflight, cfg: RunConfig) -> None:
-    needed = list(cfg.tao.credentials) if cfg.backend == "tao" else []
-    if not needed:
+def _policy_sections(pf: Preflight, cfg: RunConfig, docker_client: Any, policy: Mapping[str, Any]) -> None:
+    """Sections 1-3 as the execution policy reads them: what raypipe will and will not do on the
+    network (air-gapped: no pull, no login, no network call), the credentials, the images."""
+    from raypipe.backends import tao as tao_backend
+
+    tao = cfg.backend == "tao"
+    lines = tao_backend.preflight_lines(
+        policy,
+        images={img: tao_backend.image_status(docker_client, img) for img in container_images(cfg)} if tao else None,
+        credentials=tao_backend.credential_status(cfg.tao.credentials) if tao else None,
+        endpoints={"tracking.tracking_uri": cfg.tracking.tracking_uri})
+    if not tao:
         pf.add(2, "none required by the built-in backend")
-    for name in needed:
-        state = "SET" if os.environ.get(name) else "UNSET"  # never the value
-        (pf.ok if state == "SET" else pf.warn)(2, f"{name}: {state}")
-
-
-def _images_section(pf: Preflight, cfg: RunConfig, docker_client: Any) -> None:
-    if cfg.backend != "tao":
         pf.add(3, "not used (built-in backend)")
+    put = {"info": pf.add, "ok": pf.ok, "warn": pf.warn, "blocker": pf.blocker}
+    for line in lines:
+        put[line.level](line.section, line.text)
+
+
+def _backbone_section(pf: Preflight, cfg: RunConfig, spec: dict[str, Any], workspace_root: Path) -> None:
+    """``backend: tao``: the backbone weights must be staged as TAO stages them (BLOCKER otherwise:
+    TAO would train from a random backbone, or fail inside the container)."""
+    if cfg.backend != "tao":
         return
     from raypipe.backends import tao as tao_backend
 
-    for image in container_images(cfg):
-        status = tao_backend.image_status(docker_client, image)
-        line = f"{image}: {status}"
-        if status == "PRESENT":
-            pf.ok(3, line)
-        elif cfg.execution_policy.allow_container_pull:
-            pf.warn(3, line + " (will be pulled after approval)")
-        else:
-            pf.blocker(3, line + " and execution_policy.allow_container_pull is false")
+    problem = tao_backend.backbone_blocker(spec, workspace_root)
+    if problem:
+        pf.blocker(4, f"backbone: {problem}")
+    else:
+        pf.ok(4, f"backbone: {get_dotted(spec, 'model.backbone.pretrained_backbone_path')} is staged")
 
 
 def container_images(cfg: RunConfig) -> list[str]:
@@ -228,7 +246,7 @@ def _epochs(cfg: RunConfig, spec: dict[str, Any] | None) -> Any:
 def _phase2_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, spec: dict[str, Any] | None,
                     resume_rd: Path | None) -> None:
     p2 = cfg.phase2
-    pf.add(6, f"KPI target: {p2.contract.kpi_text} on {workspace_root / CSV_FILES['kpi']}")
+    pf.add(6, f"KPI target: {ti.kpi_target_text(p2.contract.to_dict())} on {workspace_root / CSV_FILES['kpi']}")
     mf = p2.mining_filter
     pf.add(6, f"max_iterations: {p2.max_iterations}  epochs per retrain: {_epochs(cfg, spec)}  "
               f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind})")
@@ -251,23 +269,22 @@ def _phase3_section(pf: Preflight, cfg: RunConfig, workspace_root: Path) -> None
     pf.add(7, f"validation set: {workspace_root / CSV_FILES['validation']} (same as Phase 1)")
 
 
-def _estimate_section(pf: Preflight, cfg: RunConfig, spec: dict[str, Any] | None,
-                      probe: Callable[[], float] | None) -> None:
-    n1 = cfg.phase1.automl_max_recommendations if cfg.phase1.enabled else 0
-    n3 = cfg.phase3.automl_max_recommendations if cfg.phase3.enabled else 0
-    conc = cfg.automl.max_concurrent_trials
-    t_trial, source = cfg.preflight.t_trial_s, "config (preflight.t_trial_s)"
-    t_iter = cfg.preflight.t_iter_s
+def _timing(pf: Preflight, cfg: RunConfig, rows: dict[str, int], probe: Callable[[], float] | None) -> Timing:
+    from raypipe.budget import CostModel, Knobs, Timing, Workload, epoch_from_config
+
     if cfg.preflight.probe and probe is not None and not pf.blockers:
-        t_epoch = probe()
-        epochs = _epochs(cfg, spec)
-        t_trial = t_epoch * (int(epochs) if isinstance(epochs, int) else 1) + 3.0
-        t_iter = 2.5 * t_trial
-        source = f"measured 1-epoch probe ({t_epoch:.1f} s/epoch)"
-    m = cfg.phase2.max_iterations
-    total = n1 * t_trial / conc + m * t_iter + n3 * t_trial / conc
-    pf.add(8, f"{n1} × {t_trial:.0f} s / {conc} concurrent + {m} × {t_iter:.0f} s + {n3} × {t_trial:.0f} s / {conc} "
-              f"≈ {total / 60:.1f} min  (t from {source})")
+        epoch_s, source = probe(), "a measured 1-epoch probe"
+    else:
+        epoch_s, source = epoch_from_config(cfg), "config preflight.t_trial_s"
+    return Timing(CostModel(epoch_s, Workload.of(cfg, rows)), Knobs.of(cfg), source)
+
+
+def _estimate_section(pf: Preflight, timing: Timing) -> None:
+    for line in timing.lines():
+        if timing.plan is not None and not timing.plan.fits and line in timing.plan.notes:
+            pf.warn(8, line)
+        else:
+            pf.add(8, line)
 
 
 def _dataset_section(pf: Preflight, report: CheckReport) -> None:
@@ -278,7 +295,7 @@ def _dataset_section(pf: Preflight, report: CheckReport) -> None:
     names = {"train": "train", "validation": "validation", "kpi": "KPI", "test": "sealed test", "pool": "pool"}
     pf.add(4, "rows: " + "  ".join(f"{names.get(k, k)}={c.rows}" for k, c in st.csvs.items())
            + ("" if "pool" in st.csvs else "  pool=absent") + ("" if "test" in st.csvs else "  sealed test=absent"))
-    for which in ("kpi", "train", "test"):
+    for which in ("kpi", "train"):
         if which in st.csvs:
             labels = st.csvs[which].labels
             pf.add(4, f"{names[which]} labels: " + ", ".join(f"{k}={v}" for k, v in labels.items()))
@@ -296,6 +313,7 @@ def _dataset_section(pf: Preflight, report: CheckReport) -> None:
     if report.workspace is not None and report.workspace.label_map:
         mapping = ", ".join(f"{k}→{v}" for k, v in report.workspace.label_map.items())
         pf.add(4, f"label_map: {mapping} (the run trains on mapped copies of the CSVs in its run dir)")
+    _sealed_test_line(pf, report)
 
 
 def _spec_checks(pf: Preflight, cfg: RunConfig, spec: dict[str, Any], workspace_root: Path,
@@ -369,6 +387,19 @@ def _feasibility(pf: Preflight, cfg: RunConfig, ray_info: dict[str, Any] | None)
         (pf.blocker if f.level == "blocker" else pf.warn)(1, f"Ray resources: {f.text}")
     if not findings:
         pf.ok(1, "Ray resources: every trial and stage fits a node of the cluster")
+
+
+def _sealed_test_line(pf: Preflight, report: CheckReport) -> None:
+    """The sealed test split: what the delivered model is finally judged on (or a WARN without one)."""
+    from raypipe.scoring import SEALED_NOTE
+
+    test = report.stats.csvs.get("test")
+    if test is None:
+        pf.warn(4, "no sealed test split (test/testing_set.csv): the delivered model is judged only on the KPI "
+                   "set that chose it")
+        return
+    labels = ", ".join(f"{k}={v}" for k, v in test.labels.items())
+    pf.ok(4, f"sealed test split: {test.rows} rows ({labels}); {SEALED_NOTE}")
 
 
 def resolve_run_spec(cfg: RunConfig, spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -109,6 +109,15 @@ class InferenceDir:
 
 
 @dataclass(frozen=True)
+class SealedTestDir(InferenceDir):
+    """``RD/test/<step>/``: one trajectory step scored on the sealed test split (``result`` last)."""
+
+    @property
+    def result(self) -> Path:  # written last: its presence means the step is scored
+        return self.path / "test_result.json"
+
+
+@dataclass(frozen=True)
 class RcaDir:
     """``RD/<label>/rca_results/<TS>/``: the weakest KPI samples (feeds the next iteration)."""
 
@@ -342,7 +351,7 @@ class SweepDir:
         return self.path / f"{self.name}.sweep_summary.json"
 
     @property
-    def sampler_log(self) -> Path:  # every trial result the Optuna sampler learned from (JSONL)
+    def sampler_log(self) -> Path:  # what the Optuna sampler was asked and told, trial by trial (JSONL)
         return self.path / f"{self.name}.sampler.jsonl"
 
     @property
@@ -477,6 +486,18 @@ class RunDir:
         every phase reads these when the config maps labels, and the workspace stays untouched."""
         return self.root / "labels"
 
+    @property
+    def backbone_dir(self) -> Path:
+        """``RD/backbone/``: the built-in backend's staged backbone file (TAO's specs always name one)."""
+        from raypipe.tao_interop import BUILTIN_BACKBONE_DIR
+
+        return self.root / BUILTIN_BACKBONE_DIR
+
+    @property
+    def time_plan(self) -> Path:
+        """The approved time model and plan: what the ETA of ``raypipe.status`` starts from."""
+        return self.root / "time_plan.json"
+
     # -- Phase 1 / 3 ---------------------------------------------------------------------------
     def sweep(self, phase: str) -> SweepDir:
         """``phase1`` → ``RD/phase1_automl/``, ``phase3`` → ``RD/final_automl/``."""
@@ -543,6 +564,12 @@ class RunDir:
         """``RD/test/``: scoring on the workspace's sealed test split (never read by any phase)."""
         return self.root / "test"
 
+    def sealed_test(self, step: str) -> SealedTestDir:
+        """``RD/test/<step>/`` for a trajectory step (``phase1_best``, ``baseline``, ``iter<N>``, ``phase3_best``)."""
+        if not re.fullmatch(r"[a-z0-9_]+", step):
+            raise ValueError(f"bad trajectory step '{step}'")
+        return SealedTestDir(self.test / step)
+
     def deliverables(self) -> list[Path]:
         """What the run hands over (logged as the MLflow ``deliverable`` run's artifacts when present)."""
         return [self.trajectory, self.best_model, self.inference_spec, self.lineage, self.report, self.deft_state,
@@ -551,6 +578,6 @@ class RunDir:
 
 __all__ = [
     "BASELINE", "FINAL_AUTOML", "LABEL_RE", "DatasetDir", "InferenceDir", "IterationDir", "MiningDir", "RcaDir",
-    "RoutingDir", "RunDir", "SdgDir", "SweepDir", "TrainDir", "TrialCheckpoint", "is_loop_label", "iteration_label",
-    "iteration_number", "ordered_labels", "provenance_of", "resume_command",
+    "RoutingDir", "RunDir", "SdgDir", "SealedTestDir", "SweepDir", "TrainDir", "TrialCheckpoint", "is_loop_label",
+    "iteration_label", "iteration_number", "ordered_labels", "provenance_of", "resume_command",
 ]

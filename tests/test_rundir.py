@@ -49,6 +49,10 @@ def test_tao_layout_of_one_iteration() -> None:
     assert rd.sweep("phase3").path.name == "final_automl" and rd.sweep("phase3").name == "final_automl"
     assert rd.baseline_spec_automl.as_posix().endswith("run_20260101_000000/specs/baseline_spec_automl.yaml")
     assert rd.test == rd.root / "test"
+    assert rd.sealed_test("iter2").result == rd.root / "test" / "iter2" / "test_result.json"
+    assert rd.sealed_test("phase1_best").inference_csv == rd.root / "test" / "phase1_best" / "inference.csv"
+    with pytest.raises(ValueError, match="bad trajectory step"):
+        rd.sealed_test("../iter1")
 
 
 def test_every_path_lies_in_the_run_dir() -> None:
@@ -56,7 +60,7 @@ def test_every_path_lies_in_the_run_dir() -> None:
     it = rd.iteration("iter1")
     paths = [*rd.deliverables(), rd.pipeline_state, rd.run_spec, rd.loop_log, rd.mining_history, rd.placement,
              rd.deft_state_lock, rd.baseline_spec_automl, *it.mining.mining_outputs(), *it.dataset.merge_outputs(),
-             rd.sweep("phase1").sampler_log, rd.sweep("phase3").best_spec]
+             rd.sweep("phase1").sampler_log, rd.sweep("phase3").best_spec, rd.sealed_test("baseline").result]
     assert all(p.is_relative_to(rd.root) for p in paths)
     assert len(set(paths)) == len(paths)
 

@@ -113,9 +113,14 @@ def write_best_rec(path: Path, doc: Mapping[str, Any]) -> Path:
 
 
 def trials_frame(records: list[TrialRecord], metric: str) -> pd.DataFrame:
-    """One row per trial (plus baseline / re-run rows): id, status, params, metric, checkpoint, error, …"""
+    """One row per trial (plus baseline / re-run rows): id, status, params, metric, checkpoint, error, …
+
+    Then one column per hyper-parameter, named by its TAO dotted key (``train.optim.lr``), so a
+    spreadsheet can sort and plot them; ``params`` keeps all of them as one JSON object for code.
+    """
     import pandas as pd
 
+    hp_keys = sorted({k for r in records for k in r.params})
     rows = []
     for r in records:
         rows.append({
@@ -127,8 +132,9 @@ def trials_frame(records: list[TrialRecord], metric: str) -> pd.DataFrame:
             "checkpoint_epoch": r.checkpoint_epoch, "checkpoint_step": r.checkpoint_step,
             "epochs_run": r.epochs_run, "compute_s": _num_or_none(r.compute_s), "note": r.note,
             "job_id": r.job_id,
+            **{k: r.params.get(k) for k in hp_keys},
         })
-    return pd.DataFrame(rows, columns=list(TRIALS_COLUMNS))
+    return pd.DataFrame(rows, columns=[*TRIALS_COLUMNS, *hp_keys])
 
 
 def write_trials_csv(path: Path, records: list[TrialRecord], metric: str) -> Path:

@@ -1,7 +1,8 @@
 """What the driver shows and watches while a sweep runs.
 
 - :class:`SweepProgress`: a live trial table (rich) on a terminal, one plain line per event
-  otherwise (CI logs, ``ray job submit``). Ray's own console output is silenced by the sweep.
+  otherwise (CI logs, ``ray job submit``), with the elapsed time and an ETA from the trial times
+  measured so far. Ray's own console output is silenced by the sweep.
 - :class:`FailureWatch` + :class:`StopWhenAllFail`: when the first trials all fail with one shared
   root cause (a missing file, a broken backend option), stop launching more — the rest would only
   fail the same way — and let the driver report that cause.
@@ -19,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TextIO
 
 from ray import tune
+
+from raypipe.console import Console, fmt_duration, fmt_eta, get_console, phase_title
 
 
 def _fmt(v: Any) -> str:
@@ -37,15 +39,24 @@ def _short_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in params.items())
 
 
+def _metric(metric: str, value: Any) -> str:
+    """``FAR 12.5%`` for the FAR objective, ``val_loss 0.41`` otherwise."""
+    if metric == "far_pct":
+        return f"FAR {value:.2f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "FAR -"
+    return f"{metric} {_fmt(value)}"
+
+
 class SweepProgress(tune.Callback):
-    """Trial table: id, status, params, best metric so far; ``stream`` defaults to stdout."""
+    """Trial table on a terminal, one line per event elsewhere; elapsed time and an ETA from the
+    trial times measured so far. ``stream`` defaults to the process console's stdout."""
 
     def __init__(self, name: str, param_keys: tuple[str, ...], metric: str, total: int,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, concurrency: int = 1) -> None:
         self.name = name
         self.param_keys = param_keys
         self.metric = metric
         self.total = total
+        self.concurrency = max(1, concurrency)
         self._stream = stream
         self._rows: dict[str, dict[str, Any]] = {}
         self._live: Any = None
@@ -58,46 +69,46 @@ class SweepProgress(tune.Callback):
         return state
 
     @property
-    def stream(self) -> TextIO:
-        return self._stream or sys.stdout
+    def console(self) -> Console:
+        return Console(out=self._stream) if self._stream is not None else get_console()
 
-    def _tty(self) -> bool:
-        try:
-            return self.stream.isatty()
-        except (AttributeError, ValueError):
-            return False
+    @property
+    def stream(self) -> TextIO:
+        return self.console.out
 
     # -- Tune hooks ----------------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None, **info: Any) -> None:
         self._t0 = time.time()
-        if self._tty():
-            from rich.console import Console
+        console = self.console
+        if console.tty:
             from rich.live import Live
 
-            self._live = Live(self._table(), console=Console(file=self.stream), refresh_per_second=2,
-                              transient=False)
+            self._live = Live(self._table(), console=console.rich(), refresh_per_second=2, transient=False)
             self._live.start()
         else:
-            self._line(f"sweep started: up to {self.total} trials, objective {self.metric} (min)")
+            self._line(f"sweep started: {self.total} trial(s), {self.concurrency} at a time, objective "
+                       f"{'validation FAR at 100% recall' if self.metric == 'far_pct' else self.metric} (lower is better)")
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         params = {k: trial.config.get(k) for k in self.param_keys}
         row = self._rows.setdefault(trial.trial_id, {"best": math.inf})
-        row.update(status="RUNNING", params=params, epoch=row.get("epoch", 0))
+        row.update(status="RUNNING", params=params, epoch=row.get("epoch", 0), started=time.time())
         self._event(f"trial {trial.trial_id} started: {_short_params(params)}")
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        row = self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})
+        row = self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}, "started": time.time()})
         score = result.get("score", math.inf)
         row.update(status="RUNNING", epoch=result.get("epoch", 0), best=score)
-        self._event(f"trial {trial.trial_id} epoch {result.get('epoch')}: val_far {_fmt(result.get('val_far'))} "
-                    f"val_loss {_fmt(result.get('val_loss'))} best {self.metric} {_fmt(score)}")
+        self._event(f"trial {trial.trial_id} epoch {result.get('epoch')}: validation FAR "
+                    f"{_fmt(result.get('val_far'))}%, loss {_fmt(result.get('val_loss'))}; trial best "
+                    f"{_metric(self.metric, score)}")
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         row = self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})
-        row["status"] = "DONE"
-        self._event(f"trial {trial.trial_id} complete: best {self.metric} {_fmt(row.get('best'))}")
+        row.update(status="DONE", seconds=time.time() - row.get("started", self._t0))
+        self._event(f"trial {trial.trial_id} complete in {fmt_duration(row['seconds'])}: best "
+                    f"{_metric(self.metric, row.get('best'))} · {self._progress()}")
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._rows.setdefault(trial.trial_id, {"best": math.inf, "params": {}})["status"] = "RETRYING"
@@ -114,7 +125,28 @@ class SweepProgress(tune.Callback):
             self._live = None
         else:
             done = sum(1 for r in self._rows.values() if r.get("status") == "DONE")
-            self._line(f"sweep loop ended: {done} trial(s) complete in {time.time() - self._t0:.1f}s")
+            self._line(f"sweep ended: {done} trial(s) complete in {fmt_duration(time.time() - self._t0)}")
+
+    # -- progress and ETA ----------------------------------------------------------------------
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds to the last trial's end: the mean finished trial time for every trial not yet
+        finished, less what the running ones have done, in waves of ``concurrency``; None before
+        any trial finished."""
+        now = time.time() if now is None else now
+        finished = [r["seconds"] for r in self._rows.values() if r.get("status") == "DONE" and "seconds" in r]
+        if not finished:
+            return None
+        mean = sum(finished) / len(finished)
+        ended = sum(1 for r in self._rows.values() if r.get("status") in ("DONE", "FAILED"))
+        running = [now - r["started"] for r in self._rows.values() if r.get("status") == "RUNNING" and "started" in r]
+        waiting = max(0, self.total - ended - len(running))
+        work = waiting * mean + sum(max(0.0, mean - e) for e in running)
+        return work / self.concurrency
+
+    def _progress(self) -> str:
+        done = sum(1 for r in self._rows.values() if r.get("status") == "DONE")
+        return (f"{done}/{self.total} done, {fmt_duration(time.time() - self._t0)} elapsed, "
+                f"ETA {fmt_eta(self.eta_s())}")
 
     # -- output --------------------------------------------------------------------------------
     def _event(self, text: str) -> None:
@@ -124,17 +156,15 @@ class SweepProgress(tune.Callback):
             self._line(text)
 
     def _line(self, text: str) -> None:
-        print(f"[{self.name}] {text}", file=self.stream, flush=True)
+        self.console.line(text, phase=self.name)
 
     def _table(self) -> Any:
         from rich.table import Table
 
-        done = sum(1 for r in self._rows.values() if r.get("status") == "DONE")
         best = min((r.get("best", math.inf) for r in self._rows.values()), default=math.inf)
-        table = Table(title=f"{self.name}: {done}/{self.total} trials done, best {self.metric} {_fmt(best)}, "
-                            f"{time.time() - self._t0:.0f}s")
+        table = Table(title=f"{phase_title(self.name)}: {self._progress()}, best {_metric(self.metric, best)}")
         for col in ("trial", "status", "epoch", *[k.rsplit(".", 1)[-1] for k in self.param_keys],
-                    f"best {self.metric}"):
+                    f"best {'FAR %' if self.metric == 'far_pct' else self.metric}"):
             table.add_column(col)
         for tid, r in self._rows.items():
             params = r.get("params") or {}

@@ -35,6 +35,7 @@ from raypipe.automl._space import (
 )
 from raypipe.automl._trainable import META_FILE, TrialJob, build_trial_spec, sweep_trial
 from raypipe.backends.base import parse_checkpoint_name
+from raypipe.console import fmt_counts, get_console
 from raypipe.rundir import SweepDir
 from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, has_dotted
 
@@ -158,21 +159,30 @@ def _search(cfg: SweepConfig, params: list[SearchParam], points: list[dict[str, 
         space, total = grid_param_space(params)
         return space, None, None, 1
     import optuna
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from raypipe.automl._sampler import RecordingSampler
 
+    # Phase 1 and Phase 3 share ``seed``, and Phase 3's first (enqueued) point is Phase 1's winner:
+    # a sampler seeded alike would draw Phase 1's sequence again and repeat that very point. A
+    # centred sweep draws from its own stream.
+    seed = cfg.seed + 1 if points else cfg.seed
     if cfg.algorithm == "random":
-        sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
+        sampler: Any = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.startup_trials)
     # A Tune param_space (not a define-by-run function): OptunaSearch ignores points_to_evaluate
     # with define-by-run spaces (ray#35319), and Phase 3's first trial must be Phase 1's winner.
     searcher = OptunaSearch(sampler=RecordingSampler(sampler, sampler_log), points_to_evaluate=points or None)
+    # Determinism: with `batch=True` Optuna is asked for the next batch of suggestions only after it
+    # was told every result of the last one, so what it suggests does not depend on which of the
+    # concurrent trials happened to finish first (the seeded sampler then repeats itself exactly).
+    limited = ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent_trials, batch=True)
     scheduler = None
     if cfg.algorithm == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, num_epochs), grace_period=1, reduction_factor=2)
-    return tune_param_space(params), searcher, scheduler, cfg.num_trials
+    return tune_param_space(params), limited, scheduler, cfg.num_trials
 
 
 def _run_tune(*, trainable: Any, exp_path: str, storage: str, name: str, cfg: SweepConfig,
@@ -192,8 +202,10 @@ def _run_tune(*, trainable: Any, exp_path: str, storage: str, name: str, cfg: Sw
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
+            # A searcher brings its own ConcurrencyLimiter (batched, see _search); Tune's would be a second one.
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, metric="score", mode="min",
-                                        num_samples=num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
+                                        num_samples=num_samples,
+                                        max_concurrent_trials=None if search_alg else cfg.max_concurrent_trials,
                                         reuse_actors=cfg.reuse_actors, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=0, callbacks=[SweepCallbacks(exp_path, live)],
@@ -368,7 +380,7 @@ def run_sweep(cfg: SweepConfig, inputs: SweepInputs, sweep_dir: Path, name: str,
     expected = _experiment(cfg, out, plan, where, callbacks)  # 4. the Tune experiment
     ranking = _rank(cfg, out, plan, where, expected)  # 5. read back from disk, complete?, ranked
     _noise_guard(cfg, ranking, plan, where, callbacks)  # 6. a big win can be a lucky seed
-    _close_trial_runs(inputs.tracking, name, ranking.records)
+    _close_trial_runs(inputs.tracking, name, ranking.records, where.exp_path)
     return _write_outputs(cfg, out, plan, where, ranking, baseline)  # 7. files
 
 
@@ -433,8 +445,8 @@ def _baseline(cfg: SweepConfig, inputs: SweepInputs, out: SweepDir, plan: _Plan)
     baseline = baseline_eval(reference_spec, Path(inputs.init_ckpt), Path(inputs.val_csv),
                              Path(inputs.val_images_dir), out, inputs.backend, dict(inputs.backend_options),
                              cfg.resources)
-    print(f"[{plan.name}] baseline (warm-start checkpoint) on validation: FAR {baseline['far_pct']:.2f}% "
-          f"pred {baseline['pred_counts']}", flush=True)
+    get_console().line(f"warm-start checkpoint on the validation set: FAR {baseline['far_pct']:.2f}% "
+                       f"(predicted {fmt_counts(baseline['pred_counts'])})", phase=plan.name)
     return baseline
 
 
@@ -447,7 +459,7 @@ def _experiment(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage, c
                                                                   out.sampler_log)
     expected = num_samples if cfg.algorithm != "grid" else grid_param_space(plan.params)[1]
     watch = FailureWatch(threshold=min(expected, max(2, cfg.max_concurrent_trials)))
-    progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected)
+    progress = SweepProgress(plan.name, plan.param_keys, cfg.metric, expected, concurrency=cfg.max_concurrent_trials)
     _run_tune(trainable=_trainable(plan.job_for(cfg.seed, plan.name), cfg), exp_path=where.exp_path,
               storage=where.storage, name=plan.name, cfg=cfg, param_space=param_space, search_alg=search_alg,
               scheduler=scheduler, num_samples=num_samples, callbacks=[progress, *callbacks], watch=watch)
@@ -531,8 +543,9 @@ def _write_outputs(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage
         "noise_guard": ranking.noise, "failed": failed,
         "ranked": [{"trial_id": t.trial_id, "score": t.score, "checkpoint": str(t.checkpoint) if t.checkpoint else None,
                     "pred_counts": t.pred_counts} for t in ranked_out]})
-    print(f"[{plan.name}] best trial {best.trial_id}: {cfg.metric} {best.score(cfg.metric):.4g} "
-          f"(val_far {best.val_far:.2f}%), checkpoint {best_ckpt}", flush=True)
+    score = "" if cfg.metric == "far_pct" else f"{cfg.metric} {best.score(cfg.metric):.4g}, "
+    get_console().line(f"best trial {best.trial_id}: {score}validation FAR {best.val_far:.2f}%, checkpoint {best_ckpt}",
+                       phase=plan.name)
     return SweepResult(
         best_rec_path=best_rec_path, trials_csv=trials_csv, best_spec=build_trial_spec(job, dict(best.params)),
         best_checkpoint=best_ckpt, best_score=best.score(cfg.metric), best_trial_id=best.trial_id, ranked=ranked_out,
@@ -540,8 +553,10 @@ def _write_outputs(cfg: SweepConfig, out: SweepDir, plan: _Plan, where: _Storage
         trial_specs=trial_specs, experiment_path=where.exp_path)
 
 
-def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord]) -> None:
-    """End every trial's MLflow run from the driver, tagged with its final status and checkpoint.
+def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord], exp_path: str) -> None:
+    """End every trial's MLflow run from the driver with its final status, the values it was ranked
+    by, its kept checkpoint and its directory in the experiment (under the run dir, not Ray's
+    temporary session directory).
 
     A trial that Tune stops (ASHA at a rung, the sweep's stopper) is stopped from inside its last
     ``tune.report`` and its actor may be torn down before the trial's own ``child_run`` ends, which
@@ -549,15 +564,15 @@ def _close_trial_runs(tracking: Any, name: str, records: list[TrialRecord]) -> N
     """
     if tracking is None:
         return
-    from raypipe.tracking import child_run
+    from raypipe.tracking import log_trial_result
 
     for r in records:
         if r.status in ("not_run", "failed"):  # never started, or ended FAILED by the trial itself
             continue
-        tags = {"status": r.status, "checkpoint": r.checkpoint or "", "val_far": r.val_far}
         try:
-            with child_run(tracking, f"trial_{r.trial_id}", key=f"{name}/trial_{r.trial_id}", tags=tags):
-                pass
+            log_trial_result(tracking, name, r.trial_id, status=r.status, best_val_far=r.val_far,
+                             best_val_loss=r.val_loss, checkpoint=r.checkpoint,
+                             trial_dir=f"{exp_path.rstrip('/')}/{r.job_id or f'trial_{r.trial_id}'}")
         except Exception as exc:  # a boundary: tracking must not lose a finished sweep
             log.warning("%s: could not close the tracking run of trial %s: %s", name, r.trial_id, exc)
 
@@ -587,7 +602,7 @@ def _noise_guard_rerun(cfg: SweepConfig, ranked: list[TrialRecord], records: lis
               param_space=dict(winner.params), search_alg=None, scheduler=None, num_samples=1,
               callbacks=[SweepProgress(name, keys, cfg.metric, 1), *callbacks], watch=watch)
     reruns, rckpts, _ = read_records(exp_path, keys, planned_epochs, False)
-    _close_trial_runs(job.tracking, name, reruns)
+    _close_trial_runs(job.tracking, name, reruns, exp_path)
     noise.update(rerun_seed=seed)
     if not reruns or reruns[0].status != "complete":
         rr = reruns[0] if reruns else None

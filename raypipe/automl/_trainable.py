@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe.rundir import TrialCheckpoint
 from raypipe.spec import dump_spec, get_dotted, set_dotted
 
@@ -51,7 +52,13 @@ class TrialJob:
 
 
 def build_trial_spec(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Base spec ← spec_overrides ← sampled HPs ← warm start (pretrained path, pinned architecture)."""
+    """Base spec ← spec_overrides ← sampled HPs ← warm start (pretrained path, pinned architecture),
+    naming the CSVs the trial trains and validates on.
+
+    The base spec of Phase 3 is the loop-best's spec, which names the loop-best's training CSV; every
+    spec a sweep records (a trial's, ``best_spec.yaml``, the state's ``training_spec``) must name the
+    data the model was actually trained on.
+    """
     spec = copy.deepcopy(job.base_spec)
     for key, value in job.spec_overrides.items():
         set_dotted(spec, key, copy.deepcopy(value))
@@ -67,7 +74,8 @@ def build_trial_spec(job: TrialJob, params: Mapping[str, Any]) -> dict[str, Any]
         # pretrained_model_path (weights only, fresh epoch counter), never resume_training_checkpoint_path:
         # resuming would carry the old epoch counter and optimiser into a new sweep.
         set_dotted(spec, "train.pretrained_model_path", job.init_ckpt)
-    return spec
+    return ti.record_training_data(spec, train_csv=job.train_csv, images_dir=job.train_images_dir,
+                                   val_csv=job.val_csv, val_images_dir=job.val_images_dir)
 
 
 def _finite_or_inf(x: Any) -> float:
@@ -99,10 +107,10 @@ def _tracking_run(job: TrialJob, trial_id: str, params: Mapping[str, Any]) -> It
     if job.tracking is None:
         yield _NoRun()
         return
-    from raypipe.tracking import child_run  # lazily: workers without tracking never import mlflow
+    from raypipe.tracking import child_run, trial_run_names  # lazily: workers without tracking never import mlflow
 
-    with child_run(job.tracking, f"trial_{trial_id}", key=f"{job.sweep_name}/trial_{trial_id}",
-                   params=dict(params), tags={"raypipe.phase": job.sweep_name}) as run:
+    name, key = trial_run_names(job.sweep_name, trial_id)
+    with child_run(job.tracking, name, key=key, params=dict(params), tags={"raypipe.phase": job.sweep_name}) as run:
         yield run
 
 
@@ -221,8 +229,11 @@ class _EpochReporter:
             "started_at": self.started_at, "compute_s": time.perf_counter() - self.t0,
             "gpu_ids": self.gpu_ids, "seed": self.job.seed,
         }
-        self.run.log_metrics({"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
-                              "train_loss": metrics["train_loss"]}, step=m.epoch)
+        epoch_metrics = {"val_far": metrics["val_far"], "val_loss": metrics["val_loss"],
+                         "train_loss": metrics["train_loss"]}
+        if "epoch" in best:  # the kept checkpoint's values: what the sweep ranks this trial by
+            epoch_metrics.update(best_val_far=best["val_far"], best_val_loss=best["val_loss"])
+        self.run.log_metrics(epoch_metrics, step=m.epoch)
         if not improved:
             tune.report(metrics)
             return

@@ -15,7 +15,7 @@ instead of a second, silently different default.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -220,9 +220,50 @@ class TrackingConfig(Node):
 
 
 class ExecutionPolicy(Node):
-    network_mode: Literal["offline", "online"]
+    """What the run may do on the network, in TAO's words (``network_mode``) plus raypipe's two switches.
+
+    ``network_mode`` null means "not set by the user": the run is air-gapped and the state records
+    the package default as the mode's source (TAO's ``activation_source``).
+    """
+
+    network_mode: Literal["airgap", "network-enabled"] | None
     allow_container_pull: bool
     allow_registry_login: bool
+
+    @field_validator("network_mode", mode="before")
+    @classmethod
+    def _tao_word(cls, value: Any) -> Any:
+        # TAO's tools read any other word (raypipe's old "offline") as network-enabled: refuse it,
+        # naming the word that was meant.
+        from raypipe.tao_interop import PolicyError, network_mode_of
+
+        if value is None:
+            return None
+        try:
+            return network_mode_of(value)
+        except PolicyError as exc:
+            raise ValueError(str(exc).removeprefix("execution_policy.network_mode: ")) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExecutionPolicy:
+        asked = [k for k in ("allow_container_pull", "allow_registry_login") if getattr(self, k)]
+        if asked and self.network_mode != "network-enabled":
+            raise KeyProblem(asked[0], "an air-gapped run pulls no image and logs into no registry; set it false, "
+                             "or execution_policy.network_mode: network-enabled", related=("network_mode",))
+        return self
+
+    def tao_policy(self, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """``deft_state.json``'s ``execution_policy`` for a new run (TAO's nine keys).
+
+        ``AIR_GAPPED=1`` in ``environ`` (default: this process's environment) forces ``airgap``;
+        :class:`raypipe.tao_interop.PolicyError` when it contradicts ``network-enabled``.
+        """
+        from raypipe import tao_interop as ti
+
+        mode, source = ti.resolve_network_mode(self.network_mode, source="config:execution_policy.network_mode",
+                                               environ=environ)
+        return ti.execution_policy(mode, activation_source=source, allow_container_pull=self.allow_container_pull,
+                                   allow_registry_login=self.allow_registry_login)
 
 
 class TaoConfig(Node):
@@ -282,6 +323,7 @@ class RunConfig(Node):
     seed: NonNegativeInt
     ray_address: str | None
     storage_path: str | None
+    time_budget: str | int | float | None
     spec_overrides: dict[str, Any]
     automl: AutoMLConfig
     phase1: Phase1Config
@@ -305,6 +347,25 @@ class RunConfig(Node):
         except LabelMapError as exc:
             raise ValueError(exc.detail) from None
         return value
+
+    @field_validator("time_budget")
+    @classmethod
+    def _time_budget(cls, value: str | int | float | None) -> str | int | float | None:
+        from raypipe.budget import BudgetError, parse_duration
+
+        if value is not None:
+            try:
+                parse_duration(value)
+            except BudgetError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """The time budget in seconds (None: run as configured)."""
+        from raypipe.budget import parse_duration
+
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @field_validator("device")
     @classmethod

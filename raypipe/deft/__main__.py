@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from raypipe import tao_interop as ti
     from raypipe._ray import ray_session
-    from raypipe.backends import backend_options
+    from raypipe.backends import backend_options, stage_backbone
     from raypipe.config import ConfigError, load_config
     from raypipe.deft.context import LoopContext, config_block
     from raypipe.deft.driver import refresh_report, run_loop
-    from raypipe.deft.state import initialise_state
+    from raypipe.deft.state import initialise_state, load_state
     from raypipe.rundir import RunDir
     from raypipe.spec import load_spec, nest_dotted
     from raypipe.workspace._layout import SPEC_FILE
@@ -70,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ws = args.workspace.resolve()
     rd = RunDir(args.run_dir).resolve()
-    spec = nest_dotted(dict(cfg.spec_overrides), load_spec(ws / SPEC_FILE))
+    spec = stage_backbone(cfg, rd.root, nest_dotted(dict(cfg.spec_overrides), load_spec(ws / SPEC_FILE)))
+    try:
+        policy = load_state(rd.deft_state)["execution_policy"] if rd.deft_state.is_file() \
+            else cfg.execution_policy.tao_policy()
+    except ti.PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    os.environ.update(ti.offline_environment(policy))  # before Ray starts (see raypipe.run)
     inputs = LoopContext.from_root(ws, spec=spec, backend=cfg.backend,
-                                   backend_options=backend_options(cfg, workspace_root=ws, run_dir=rd.root))
+                                   backend_options=backend_options(cfg, workspace_root=ws, run_dir=rd.root,
+                                                                   execution_policy=policy))
     if not rd.deft_state.is_file():
         baseline = _seeded_baseline(rd, args.baseline_ckpt, spec) if args.baseline_ckpt is not None else None
         initialise_state(rd.root, config_block=config_block(cfg, inputs, rd),
                          metric_contract=cfg.phase2.metric_contract, max_iterations=cfg.phase2.max_iterations,
-                         execution_policy=cfg.execution_policy.model_dump(), baseline=baseline)
+                         execution_policy=policy, baseline=baseline)
         refresh_report(rd.root)
     with ray_session(cfg.ray_address, num_cpus=args.num_cpus):
         outcome = run_loop(rd.root, cfg, inputs)

@@ -10,11 +10,13 @@ stage's declared resources that records where it ran. :func:`config_block` build
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
+from raypipe import tao_interop as ti
 from raypipe.deft.errors import HardStop
 from raypipe.rundir import BASELINE, RunDir, ordered_labels
 from raypipe.workspace._rows import ImageLayout
@@ -92,23 +94,42 @@ def _gpu_model() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def _count(x: float) -> float | int:
-    return int(x) if float(x).is_integer() else x
+def backbone_weight_dir(ctx: LoopContext, rd: RunDir) -> Path:
+    """``config.backbone_weight_dir``: where TAO's handoff finds the spec's backbone file by its name.
+
+    TAO backend: the staged file's directory (normally ``<workspace>/augmentation/backbone``).
+    Built-in: the directory of the host file the run spec names (raypipe stages its seeded initial
+    backbone under ``RD/backbone/`` before Phase 1), else that staging directory.
+    """
+    from raypipe.spec import get_dotted
+
+    if ctx.backend == "tao":
+        from raypipe.backends.tao import find_staged_backbone
+
+        staged = find_staged_backbone(ctx.spec, ctx.root)  # pre-flight has refused a spec without one
+        return staged.weight_dir if staged is not None else ctx.root / ti.WORKSPACE_BACKBONE_DIR
+    value = get_dotted(ctx.spec, "model.backbone.pretrained_backbone_path", None)
+    if isinstance(value, str) and value and Path(value).is_file():
+        return Path(value).resolve().parent
+    return rd.backbone_dir
 
 
 def config_block(cfg: RunConfig, ctx: LoopContext, rd: RunDir) -> dict[str, Any]:
     """``deft_state.json`` → ``config``: TAO's names for the loop's inputs and settings.
 
     Mining is always cosine k-NN and always history-aware by file path (the ledger
-    ``RD/mining_history.json``): TAO's ``mining_filter`` fields say so.
+    ``RD/mining_history.json``): TAO's ``mining_filter`` fields say so. TAO's state also records
+    where the backbone file is, who trains (``train_container``) and who synthesises
+    (``anomalygen``); ``num_gpus`` is a whole count (a fractional request shares one GPU) and
+    ``gpu_model`` is never empty.
     """
     p2 = cfg.phase2
     classify = ctx.spec.get("dataset", {}).get("classify", {})
-    return {
+    block: dict[str, Any] = {
         "specs_file": str(ctx.spec_path) if ctx.spec_path else None, "training_csv": str(ctx.train_csv),
         "validation_csv": str(ctx.val_csv), "kpi_test_csv": str(ctx.kpi_csv), "images_dir": str(ctx.images_dir),
         "mining_pool_csv": str(ctx.pool_csv) if ctx.pool_csv else None, "mining_images_root": str(ctx.pool_images),
-        "num_gpus": _count(p2.resources.train.gpu), "gpu_model": _gpu_model(),
+        "num_gpus": math.ceil(p2.resources.train.gpu), "gpu_model": ti.gpu_model_text(_gpu_model()),
         "batch_size": classify.get("batch_size"), "num_epochs": ctx.spec.get("train", {}).get("num_epochs"),
         "backend": cfg.backend,
         "sdg": {"kind": p2.sdg.kind, "num_SDG": p2.sdg.num_SDG},
@@ -117,6 +138,12 @@ def config_block(cfg: RunConfig, ctx: LoopContext, rd: RunDir) -> dict[str, Any]
                           "history_aware": {"enabled": True, "identity": "filepath",
                                             "history_file": str(rd.resolve().mining_history)}},
     }
+    anomalygen = ti.anomalygen_block(p2.sdg.kind, p2.sdg.num_SDG, images_dir=ctx.images_dir, workspace_root=ctx.root,
+                                     container=cfg.tao.anomalygen_image)
+    block.update(ti.state_config_additions(
+        run_dir=rd.root, backbone_weight_dir=backbone_weight_dir(ctx, rd), anomalygen=anomalygen,
+        train_container=cfg.tao.image if cfg.backend == "tao" else None))
+    return block
 
 
 def timestamp() -> str:
@@ -190,4 +217,4 @@ class StageContext:
                 for p in self.inputs.layout.capture_paths(self.inputs.images_dir, row)}
 
 
-__all__ = ["LoopContext", "StageContext", "config_block", "timestamp"]
+__all__ = ["LoopContext", "StageContext", "backbone_weight_dir", "config_block", "timestamp"]

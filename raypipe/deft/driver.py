@@ -13,6 +13,7 @@ resources they declare.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -141,17 +142,21 @@ def run_loop(run_dir: str | Path, cfg: RunConfig, inputs: LoopContext) -> LoopOu
 
     Starts a private local Ray when none is connected. Initialises ``deft_state.json`` (no
     pre-seeded baseline) if the caller did not. A hard-stopped state is re-opened: the interrupted
-    stage runs again.
+    stage runs again. The loop trains from a spec that names its backbone file
+    (:func:`raypipe.backends.stage_backbone`; a no-op when the caller staged it): ``loop_stop``
+    hands that file over in TAO's words.
     """
     import ray
 
     from raypipe._ray import ray_session
+    from raypipe.backends import stage_backbone
 
     rd = RunDir(run_dir).resolve()
+    inputs = dataclasses.replace(inputs, spec=stage_backbone(cfg, rd.root, inputs.spec))
     if not rd.deft_state.is_file():
         initialise_state(rd.root, config_block=config_block(cfg, inputs, rd),
                          metric_contract=cfg.phase2.metric_contract, max_iterations=cfg.phase2.max_iterations,
-                         execution_policy=cfg.execution_policy.model_dump())
+                         execution_policy=cfg.execution_policy.tao_policy())
         refresh_report(rd.root)
     with ray_session():
         actor_class: Any = ray.remote(num_cpus=0, max_restarts=0)(DeftLoop)

@@ -1,26 +1,27 @@
 """Finalize the loop: ``best_model.json``, ``best_model_inference_spec.yaml``, then ``loop_stop``.
 
 The handoff files are written BEFORE ``loop_stop`` is committed, so a completed state can never
-exist without them (the loop_stop evidence check insists they are on disk). Finalize is re-run
-after Phase 3 registers ``final_automl``; it always re-picks the best over every complete entry,
-so the deliverable is the overall best.
+exist without them (the loop_stop evidence check insists they are on disk). Both are written in
+TAO's words (:mod:`raypipe.tao_interop`): TAO's inference consumer reads them as its own.
+``loop_stop`` is committed once, by the loop, under its last iteration. After Phase 3 registers
+``final_automl``, :func:`refresh_handoff` re-picks the best over every complete entry and rewrites
+the two files (TAO's "re-run prepare_inference_spec.py"), without a second ``loop_stop``.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.deft.state import commit, load_state, ordered_labels
 from raypipe.metrics import BestPick, MetricContract, pick_best
-from raypipe.rundir import FINAL_AUTOML, RunDir
-from raypipe.spec import dump_spec, get_dotted, load_training_spec
-
-_TRAINING_SETS = ("train_dataset", "validation_dataset", "test_dataset")
+from raypipe.rundir import RunDir
+from raypipe.spec import dump_spec, load_training_spec
+from raypipe.trajectory import verdict_of
 
 
 @dataclass(frozen=True)
@@ -29,51 +30,6 @@ class FinalArtifacts:
     best_model_json: Path
     inference_spec: Path
     passed: bool  # the best entry meets the contract (target and constraints)
-
-
-def inference_spec(training_spec: Mapping[str, Any], checkpoint: str | Path, threshold: float) -> dict[str, Any]:
-    """A runnable inference spec from the training spec: same architecture/lights, the picked threshold.
-
-    The training datasets are dropped (they are container paths of the training run, meaningless
-    where the model is deployed) and ``infer_dataset`` is left empty for the user to fill.
-    """
-    spec = copy.deepcopy(dict(training_spec))
-    out: dict[str, Any] = {}
-    if "task" in spec:
-        out["task"] = spec["task"]
-    model = spec.get("model") or {}
-    model.setdefault("classify", {})["eval_margin"] = float(threshold)
-    out["model"] = model
-    dataset = spec.get("dataset") or {}
-    classify = dataset.setdefault("classify", {})
-    for key in _TRAINING_SETS:
-        classify.pop(key, None)
-    classify["infer_dataset"] = {}
-    classify["batch_size"] = 1
-    classify.setdefault("augmentation_config", {})["augment"] = False
-    out["dataset"] = dataset
-    out["inference"] = {"checkpoint": str(checkpoint)}
-    return out
-
-
-def best_model_record(state: Mapping[str, Any], label: str, entry: Mapping[str, Any],
-                      spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``best_model.json`` object: the one file a user needs to deploy."""
-    ts = entry["training_spec"]
-    return {
-        "checkpoint": entry["best_ckpt_path"],
-        "threshold": float(entry["threshold"]),
-        "metric_contract": state["metric_contract"],
-        "metric_result": entry["metric_result"],
-        "iteration": label,
-        # backbone: the weights file the architecture was initialised from (None when trained from
-        # scratch); backbone_type: the architecture name as TAO spells it.
-        "backbone": get_dotted(dict(spec), "model.backbone.pretrained_backbone_path", None),
-        "backbone_type": get_dotted(dict(spec), "model.backbone.type", None),
-        "images_dir": state.get("config", {}).get("images_dir"),
-        "training_spec": str(ts) if not isinstance(ts, Mapping) else ts,
-        "far_pct": float(entry["far_pct"]),
-    }
 
 
 def pick_final(state: Mapping[str, Any]) -> BestPick:
@@ -86,33 +42,53 @@ def pick_final(state: Mapping[str, Any]) -> BestPick:
 
 
 def stop_reason(state: Mapping[str, Any]) -> str:
-    """``phase3`` once Phase 3 registered its winner; else ``metric_met`` | ``max_iterations``."""
-    if FINAL_AUTOML in state["iterations"]:
-        return "phase3"
-    last = state["iterations"][ordered_labels(state)[-1]]
+    """``metric_met`` when the last loop iteration passed, else ``max_iterations`` (TAO's two reasons)."""
+    last = state["iterations"][ordered_labels(state, include_final=False)[-1]]
     return "metric_met" if (last.get("metric_result") or {}).get("passed") else "max_iterations"
 
 
 def write_final_artifacts(rd: RunDir, state: Mapping[str, Any]) -> FinalArtifacts:
-    """Pick the best complete entry and write ``best_model.json`` and its inference spec (no commit)."""
+    """Pick the best complete entry and write ``best_model.json`` and its inference spec (no commit).
+
+    A backbone that no longer resolves (:class:`raypipe.tao_interop.BackboneError`) is an error,
+    never a silent null: TAO's consumer mounts that file beside the checkpoint.
+    """
     if state.get("status") == "failed":
         raise ValueError(f"{rd.deft_state}: the loop hard-stopped; nothing to finalize (fix and --resume first)")
     pick = pick_final(state)
     spec = load_training_spec(pick.entry["training_spec"])
-    record = best_model_record(state, pick.label, pick.entry, spec)
+    config = state.get("config") or {}
+    record = ti.best_model_record(label=pick.label, entry=pick.entry, spec=spec,
+                                  metric_contract=state["metric_contract"], images_dir=config.get("images_dir", ""),
+                                  backbone_weight_dir=config.get("backbone_weight_dir"))
+    # kpi_met | kpi_not_met: the run's headline, a plain string beside TAO's fields (the final
+    # scoring adds the sealed test split's numbers next to it, raypipe.scoring).
+    record["verdict"] = verdict_of(pick.entry["metric_result"])
     bm_path = atomic_write_json(rd.best_model, record)
-    header = (f"# raypipe: inference spec of {pick.label} ({pick.entry['best_ckpt_path']}).\n"
-              f"# Fill dataset.classify.infer_dataset {{csv_path, images_dir}} before running.\n")
-    spec_path = atomic_write_text(rd.inference_spec,
-                                  header + dump_spec(inference_spec(spec, record["checkpoint"], record["threshold"])))
+    header = (f"# raypipe: inference spec of {pick.label} ({pick.entry['best_ckpt_path']}, mounted at "
+              f"{ti.CHECKPOINT_MOUNT}).\n"
+              f"# Fill dataset.classify.infer_dataset {{csv_path, images_dir}}, inference.results_dir and "
+              f"results_dir before running.\n")
+    spec_path = atomic_write_text(rd.inference_spec, header + dump_spec(ti.inference_spec(
+        spec, threshold=record["threshold"], backbone_container_path=record["backbone_container_path"])))
     return FinalArtifacts(pick.label, bm_path.resolve(), spec_path.resolve(), pick.passed)
 
 
-def finalize(run_dir: str | Path, *, label: str | None = None) -> FinalArtifacts:
-    """Write the deliverable and commit ``loop_stop`` (filed under ``label``, default: the last entry).
+def refresh_handoff(run_dir: str | Path) -> FinalArtifacts:
+    """Rewrite the handoff after Phase 3 registered ``final_automl``: finalize without the commit.
 
-    The loop's driver runs the ``loop_stop`` stage itself; this is for Phase 3, after it registered
-    ``final_automl``, and for callers outside the driver.
+    The best is re-picked over every complete entry, so the deliverable is the overall best; the
+    state's ``final_artifacts`` paths stay as ``loop_stop`` recorded them.
+    """
+    rd = RunDir(run_dir)
+    return write_final_artifacts(rd, load_state(rd.deft_state))
+
+
+def finalize(run_dir: str | Path) -> FinalArtifacts:
+    """Write the deliverable and commit ``loop_stop`` under the last loop iteration.
+
+    The loop's driver runs the ``loop_stop`` stage itself; this is for callers outside the driver
+    (a loop driven by hand). After Phase 3 use :func:`refresh_handoff`.
     """
     from raypipe.deft.stages import REGISTRY
 
@@ -123,6 +99,7 @@ def finalize(run_dir: str | Path, *, label: str | None = None) -> FinalArtifacts
     final = write_final_artifacts(rd, state)
     evidence = {"final_artifacts": {"best_model_json": str(final.best_model_json),
                                     "inference_spec": str(final.inference_spec)}}
-    commit(rd.deft_state, label or ordered_labels(state)[-1], stage.name, evidence,
-           duration_s=max(time.monotonic() - t0, 1e-3), summary=stage.summary(state, label or "", evidence))
+    label = ordered_labels(state, include_final=False)[-1]
+    commit(rd.deft_state, label, stage.name, evidence, duration_s=max(time.monotonic() - t0, 1e-3),
+           summary=stage.summary(state, label, evidence))
     return final

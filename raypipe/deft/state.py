@@ -26,11 +26,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from raypipe import tao_interop as ti
 from raypipe._io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
 from raypipe.deft.errors import EvidenceError
 from raypipe.deft.stages import REGISTRY, StageRegistry
 from raypipe.metrics import MetricContract
-from raypipe.rundir import BASELINE, FINAL_AUTOML, LABEL_RE, RunDir, iteration_label, iteration_number
+from raypipe.rundir import BASELINE, FINAL_AUTOML, RunDir, is_loop_label, iteration_label, iteration_number
 from raypipe.rundir import ordered_labels as _ordered
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,10 @@ def _duration_sec(duration_s: float, label: str, stage: str) -> int:
 def _apply(state: dict[str, Any], label: str, stage: str, evidence: Mapping[str, Any], *,
            duration_s: float, summary: str, status: str, registry: StageRegistry) -> dict[str, Any]:
     """Return a new state with the commit applied (pure apart from the evidence file checks)."""
-    if not LABEL_RE.match(label):
-        raise EvidenceError(stage, label, "bad iteration label (expected baseline, iter<N> or final_automl)")
+    if not is_loop_label(label):
+        # TAO's commit script files events under baseline and iter<N> only; Phase 3's final_automl
+        # entry is registered without one (register_final_automl).
+        raise EvidenceError(stage, label, "bad iteration label for an event (expected baseline or iter<N>)")
     if stage not in registry:
         raise EvidenceError(stage, label, f"unknown stage (known: {', '.join(registry.names)})")
     try:
@@ -311,6 +314,9 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
                      baseline: Mapping[str, Any] | None = None) -> Path:
     """Create ``RD/deft_state.json`` (idempotent: an existing state is returned untouched).
 
+    ``execution_policy`` is TAO's record of the run's network mode
+    (:func:`raypipe.tao_interop.execution_policy`), refused unless complete and in TAO's words.
+    ``kpi_target`` defaults to the contract in the text TAO's parser reads back.
     ``baseline`` pre-seeds Phase 1's winner: ``{best_ckpt_path, train_metric, training_spec[, source]}``;
     it is validated like any train evidence (checkpoint non-empty and under ``RD/baseline/train/``)
     and recorded with a ``train`` event saying training was skipped. The initial state and that
@@ -324,18 +330,19 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
             load_state(path)  # reconciles the log; refuses a foreign version loudly
             return path
         contract = _contract_dict(metric_contract)
+        policy = ti.validate_policy(execution_policy)
         if int(max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         state: dict[str, Any] = {
             "version": STATE_VERSION,
             "started_at": utc_now(),
             "status": RunStatus.IN_PROGRESS.value,
-            "kpi_target": kpi_target or MetricContract.from_dict(contract).kpi_text,
+            "kpi_target": kpi_target or ti.kpi_target_text(contract),
             "metric_contract": contract,
             "results_dir": str(rd.root),
             "max_iterations": int(max_iterations),
             "current_iteration": 0,
-            "execution_policy": dict(execution_policy),
+            "execution_policy": policy,
             "config": copy.deepcopy(dict(config_block)),
             "iterations": {},
             "events": [],
@@ -353,19 +360,27 @@ def initialise_state(run_dir: str | Path, *, config_block: Mapping[str, Any],
     return path
 
 
-def register_final_automl(state_path: str | Path, entry: Mapping[str, Any], *, duration_s: float = 1.0,
-                          summary: str | None = None) -> dict[str, Any]:
-    """Record Phase 3's KPI-evaluated winner as ``iterations.final_automl``.
+def register_final_automl(state_path: str | Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Record Phase 3's KPI-evaluated winner as ``iterations.final_automl``; returns the new state.
 
-    ``entry``: ``{best_ckpt_path, training_spec, metric_result, threshold, far_pct[, inference_csv]}``
-    with the metric result from the same evaluator as the loop. Call :func:`raypipe.deft.finalize`
-    afterwards so ``best_model.json`` points at the overall best.
+    ``entry`` is :func:`raypipe.tao_interop.final_automl_entry`: the evaluate fields (checkpoint,
+    training spec, metric result from the loop's own evaluator, threshold) plus
+    ``combined_training_csv``, the CSV Phase 3 trained on. It is checked like evaluate evidence,
+    then written atomically under the state lock with NO event and no ``loop_log.jsonl`` line: the
+    loop ended with its one ``loop_stop``, and TAO's commit script accepts no ``final_automl`` event.
+    Re-write the handoff afterwards (:func:`raypipe.deft.finalize.refresh_handoff`).
     """
-    state = load_state(state_path)
-    if state.get("status") == RunStatus.FAILED.value:
-        raise ValueError(f"{state_path}: Phase 2 hard-stopped; Phase 3 must be skipped")
-    ev = _strip_stage_fields(entry, "evaluate")
+    state_path = Path(state_path)
+    stage = REGISTRY[REGISTRY.decides]
+    ev = _strip_stage_fields(entry, stage.name)
     ev.setdefault("source", "automl_phase3")
-    stage = REGISTRY["evaluate"]
-    return commit(state_path, FINAL_AUTOML, stage.name, ev, duration_s=duration_s,
-                  summary=summary or stage.summary(state, FINAL_AUTOML, ev))
+    with _locked(state_path):
+        state = load_state(state_path)
+        if state.get("status") == RunStatus.FAILED.value:
+            raise ValueError(f"{state_path}: Phase 2 hard-stopped; Phase 3 must be skipped")
+        stored = stage.validate(state, FINAL_AUTOML, ev)
+        new = copy.deepcopy(state)
+        new.setdefault("iterations", {})[FINAL_AUTOML] = {
+            **stored, "stage_completed": stage.name, "status": IterationStatus.COMPLETE.value}
+        atomic_write_json(state_path, new)
+    return new

@@ -79,6 +79,7 @@ from raypipe.tao_interop._policy import (
     offline_environment,
     policy_summary,
     resolve_network_mode,
+    validate_policy,
 )
 
 __all__ = [
@@ -91,6 +92,6 @@ __all__ = [
     "final_automl_entry", "gpu_model_text", "inference_spec", "kpi_target_text", "metric_result_record",
     "mining_ledger", "mining_ledger_entry", "mining_log_text", "mining_records", "network_mode_of",
     "offline_environment", "phase3_training_csv", "policy_summary", "record_training_data", "resolve_backbone",
-    "resolve_network_mode", "stage_builtin_backbone", "state_config_additions", "write_mining_logs",
+    "resolve_network_mode", "stage_builtin_backbone", "state_config_additions", "validate_policy", "write_mining_logs",
     "write_resolved_mining_pool",
 ]

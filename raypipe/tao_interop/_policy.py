@@ -104,6 +104,29 @@ def execution_policy(network_mode: str, *, activation_source: str, python_execut
     }
 
 
+def validate_policy(policy: Any) -> dict[str, Any]:
+    """A recorded ``execution_policy`` checked before it is written or trusted (a copy).
+
+    TAO's tools act on the state's policy, and a run's policy never changes once recorded: so a
+    policy missing one of TAO's keys, in a word TAO does not know, or allowing a pull under
+    ``airgap`` is refused rather than written.
+    """
+    if not isinstance(policy, Mapping):
+        raise PolicyError(f"execution_policy must be a mapping in TAO's words, got {policy!r}")
+    missing = [k for k in POLICY_KEYS if k not in policy]
+    if missing:
+        raise PolicyError(f"execution_policy lacks {missing} (build it with raypipe.tao_interop.execution_policy)")
+    online = network_mode_of(policy["network_mode"]) == "network-enabled"
+    allowed = [k for k in ("allow_package_install", "allow_remote_fetch", "allow_container_pull",
+                           "allow_registry_login") if policy[k] is True]
+    if allowed and not online:
+        raise PolicyError(f"execution_policy: {', '.join(allowed)} cannot be true with network_mode: airgap")
+    if policy["hf_offline"] is online:
+        raise PolicyError(f"execution_policy: hf_offline must be {not online} with network_mode "
+                          f"{policy['network_mode']}")
+    return dict(policy)
+
+
 def airgapped(policy: Mapping[str, Any] | None) -> bool:
     """True unless the policy says, in TAO's word, ``network-enabled`` (no policy = air-gapped)."""
     return not (isinstance(policy, Mapping) and policy.get("network_mode") == "network-enabled")

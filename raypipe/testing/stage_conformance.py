@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raypipe import tao_interop as ti
 from raypipe.deft.errors import EvidenceError
 from raypipe.deft.stages import REGISTRY, ResourceClass, Stage, StageRegistry
 from raypipe.deft.state import commit, initialise_state, load_state
@@ -211,7 +212,7 @@ def new_run(rd: RunDir) -> RunDir:
     """A run dir with a v4 state whose baseline was pre-seeded (as Phase 1 hands it over)."""
     rd.root.mkdir(parents=True, exist_ok=True)
     initialise_state(rd.root, config_block={"images_dir": str(rd.root / "images")}, metric_contract=MetricContract(),
-                     max_iterations=3, execution_policy={"network_mode": "offline"},
+                     max_iterations=3, execution_policy=ti.execution_policy("airgap", activation_source="test"),
                      baseline={"best_ckpt_path": _ckpt(rd, BASELINE, 2, 20), "training_spec": _spec(rd, BASELINE),
                                "source": "automl_phase1", "train_metric": 12.0})
     return RunDir(rd.root.resolve())

@@ -24,9 +24,9 @@ from raypipe.tracking import _secrets as S
 from raypipe.tracking._context import KEY_TAG, PARENT_TAG, TrackingContext
 from raypipe.tracking._lineage import normalise_checkpoint
 from raypipe.tracking._runs import RunLogger, child_run
+from raypipe.trajectory import KPI_MET, KPI_NOT_MET
 
 VERDICT_TAG = "raypipe.verdict"
-KPI_MET, KPI_NOT_MET = "kpi_met", "kpi_not_met"
 KPI_TARGET_TAG = "raypipe.kpi_target"
 DELIVERED_TAG = "raypipe.delivered"
 #: MLflow's tag for a run's description: the first thing its page shows.

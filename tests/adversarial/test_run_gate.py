@@ -46,7 +46,7 @@ CASES = [
     Case("label_ok_mapped", "dry_run", cell("train", 3, "label", "OK"), 0, ("label_map: ok→PASS", "mapped copies"),
          args=("label_map.OK=PASS",)),
     Case("concurrency_beyond_the_cluster", "dry_run", None, 0,
-         ("WARN", "automl.max_concurrent_trials=8", "fits 2 trial(s)", "2 run concurrently"),
+         ("warn", "automl.max_concurrent_trials=8", "fits 2 trial(s)", "2 run concurrently"),
          args=("automl.max_concurrent_trials=8",)),
     # feasibility against the Ray cluster (a private local Ray cannot add nodes)
     Case("trial_needs_99_gpus", "dry_run", None, 1,
@@ -152,5 +152,5 @@ def test_dry_run_reports_the_run_holding_the_workspace(templates: dict[str, Path
         lock.release()
     out = capsys.readouterr().out
     assert code == 0
-    assert f"WARN     workspace in use by another raypipe run: PID {os.getpid()}" in out
+    assert f"workspace in use by another raypipe run: PID {os.getpid()}" in out
     assert "run_20260101_000000" in out and "a run started now would be refused" in out

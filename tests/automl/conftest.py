@@ -2,7 +2,8 @@
 
 Ray is started once for this package (``num_gpus=1`` is a fake GPU resource: the scheduler's
 fractional-GPU accounting is what the tests check, no CUDA is touched) and every Ray worker gets
-the KPI audit hook of ``_kpi_audit``.
+the KPI audit hook of ``_kpi_audit``. The tripwire guards the sealed test split like the KPI set:
+no sweep may open either CSV or any of their capture images.
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ class DemoWs:
     def kpi_csv(self) -> Path:
         return self.root / "kpi" / "testing_set.csv"
 
+    @property
+    def test_csv(self) -> Path:
+        return self.root / "test" / "testing_set.csv"
+
 
 @pytest.fixture(scope="package")
 def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> DemoWs:
     from raypipe.workspace import generate_demo
 
-    root = generate_demo(tmp_path_factory.mktemp("automl") / "ws", seed=0, scale=0.05)
+    root = generate_demo(tmp_path_factory.mktemp("automl") / "ws", seed=0, scale=0.05)  # with a test split
     spec = load_spec(root / "specs" / "baseline_spec.yaml")
     for key, value in FAST_SPEC_KEYS.items():
         set_dotted(spec, key, value)
@@ -100,9 +105,10 @@ def kpi_guard(demo_ws: DemoWs, tmp_path_factory: pytest.TempPathFactory) -> KpiG
         for _, row in read_rows(csv).iterrows():
             used.update(str(p.resolve()) for p in layout.capture_paths(demo_ws.images, row))
             used.update(str(p.resolve()) for p in layout.golden_paths(demo_ws.images, row))
-    forbidden = {str(demo_ws.kpi_csv.resolve())}
-    for _, row in read_rows(demo_ws.kpi_csv).iterrows():
-        forbidden.update(str(p.resolve()) for p in layout.capture_paths(demo_ws.images, row))
+    forbidden = {str(demo_ws.kpi_csv.resolve()), str(demo_ws.test_csv.resolve())}
+    for csv in (demo_ws.kpi_csv, demo_ws.test_csv):
+        for _, row in read_rows(csv).iterrows():
+            forbidden.update(str(p.resolve()) for p in layout.capture_paths(demo_ws.images, row))
     forbidden -= used  # a golden shared with training rows is not KPI data
     d = tmp_path_factory.mktemp("kpi_audit")
     paths_file = d / "forbidden.txt"

@@ -1,4 +1,4 @@
-"""best_rec.json exactly as SPEC §5 (checked against the shipped JSON Schema) and trials.csv."""
+"""best_rec.json exactly in TAO AutoML's format (checked against the shipped JSON Schema) and trials.csv."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_best_rec_needs_a_checkpoint() -> None:
 def test_trials_csv_one_row_per_trial(tmp_path: Path) -> None:
     path = write_trials_csv(tmp_path / "trials.csv", _recs(), "far_pct")
     df = pd.read_csv(path)
-    assert tuple(df.columns) == TRIALS_COLUMNS
+    # the fixed columns, then one per hyper-parameter (the JSON column stays for code that reads it)
+    assert tuple(df.columns) == (*TRIALS_COLUMNS, "train.optim.lr")
+    assert list(df["train.optim.lr"]) == [3e-4, 1e-2]
     assert list(df["trial_id"]) == ["t1", "t2"] and list(df["status"]) == ["complete", "failed"]
     assert json.loads(df.loc[0, "params"]) == {"train.optim.lr": 3e-4}
     assert df.loc[0, "metric"] == 20.0 and pd.isna(df.loc[1, "metric"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from types import SimpleNamespace
 
 from ray import tune
@@ -48,10 +49,33 @@ def test_plain_lines_without_a_terminal() -> None:
     out = io.StringIO()
     _drive(SweepProgress("phase1", KEYS, "far_pct", 2, stream=out))
     text = out.getvalue()
-    assert "[phase1] trial abc_00000 started: lr=0.001 cls_weight[1]=7.5" in text
-    assert "[phase1] trial abc_00000 epoch 1: val_far 40 val_loss 0.5 best far_pct 40" in text
+    lines = text.splitlines()
+    # One format: ``HH:MM:SS  Phase 1   text``; the user's phase name, never the sweep's folder name.
+    assert all(re.match(r"\d\d:\d\d:\d\d  Phase 1   \S", line) for line in lines), lines
+    assert "trial abc_00000 started: lr=0.001 cls_weight[1]=7.5" in text
+    assert "trial abc_00000 epoch 1: validation FAR 40%, loss 0.5; trial best FAR 40.00%" in text
+    assert "trial abc_00000 complete in 0 s: best FAR 40.00% · 1/2 done" in text
     assert "trial abc_00001 failed after retries: raypipe.backends.base.TrainingError: bad optimizer 'x'" in text
-    assert "1 trial(s) complete" in text and "\x1b[" not in text
+    assert "1 trial(s) complete" in text and "\x1b[" not in text and "{" not in text
+
+
+def test_phase3_sweep_is_titled_phase_3() -> None:
+    out = io.StringIO()
+    _drive(SweepProgress("final_automl", KEYS, "far_pct", 2, stream=out))
+    assert out.getvalue().splitlines()[0][10:18] == "Phase 3 " and "final_automl" not in out.getvalue()
+
+
+def test_eta_from_measured_trial_times_in_waves_of_concurrency() -> None:
+    progress = SweepProgress("phase1", KEYS, "far_pct", total=6, stream=io.StringIO(), concurrency=2)
+    assert progress.eta_s(now=100.0) is None  # nothing measured yet
+    progress._rows = {
+        "a": {"status": "DONE", "seconds": 40.0, "started": 0.0},
+        "b": {"status": "DONE", "seconds": 60.0, "started": 0.0},
+        "c": {"status": "RUNNING", "started": 80.0},
+        "d": {"status": "FAILED", "started": 0.0},
+    }
+    # mean trial 50 s; c has 30 s left at t=110; 6 - 3 ended - 1 running = 2 waiting -> (2*50 + 20) / 2
+    assert progress.eta_s(now=110.0) == 60.0
 
 
 def test_rich_table_on_a_terminal_and_pickles_for_restore() -> None:
@@ -59,7 +83,7 @@ def test_rich_table_on_a_terminal_and_pickles_for_restore() -> None:
     progress = SweepProgress("phase1", KEYS, "far_pct", 2, stream=out)
     _drive(progress)
     text = out.getvalue()
-    assert "1/2 trials done" in text and "abc_00000" in text and "FAILED" in text and "cls_weight[1]" in text
+    assert "1/2 done" in text and "Phase 1" in text and "abc_00000" in text and "FAILED" in text and "cls_weight[1]" in text
     restored = pickle.loads(pickle.dumps(progress))  # Tune pickles callbacks into tuner.pkl
     assert restored._live is None and restored.stream is not None
 

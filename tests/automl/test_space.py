@@ -108,6 +108,31 @@ def test_centre_point_reads_phase1_best_rec_specs() -> None:
     assert centre_point(params, {"train.classify.cls_weight[1]": 30.0}, BASE)["train.classify.cls_weight[1]"] == 30.0
 
 
+@pytest.mark.parametrize("algorithm", ["bayesian", "random"])
+def test_a_centred_sweep_does_not_draw_its_centre_again(algorithm: str, tmp_path) -> None:
+    """Phase 3 shares Phase 1's seed and starts at Phase 1's winner: its sampler must not replay
+    Phase 1's draws, or its next trial repeats the centre (seen: two identical Phase 3 trials)."""
+    from raypipe.automl import SweepConfig
+    from raypipe.automl._sweep import _search
+    from raypipe.config import load_config
+
+    run = load_config(None, [f"automl.algorithm={algorithm}", "phase1.automl_max_recommendations=3",
+                             "phase3.automl_max_recommendations=4"])
+
+    def suggestions(phase: str, points: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        cfg = SweepConfig.from_config(run, phase)
+        params = parse_search_space(cfg.search_space, BASE)
+        centred = [centre_point(params, p, BASE) for p in points]
+        space, searcher, _, _ = _search(cfg, params, centred, 1, tmp_path / f"{phase}.jsonl")
+        searcher.set_search_properties("score", "min", space)
+        return [searcher.suggest(f"{phase}_{i}") for i in range(n)]
+
+    for winner in suggestions("phase1", [], 3):  # whichever Phase 1 trial wins
+        first, *rest = suggestions("phase3", [winner], 4)
+        assert first == {k: v for k, v in winner.items() if k in first}  # the centre comes first ...
+        assert all(p != first for p in rest)  # ... and only once
+
+
 def test_grid_values() -> None:
     params = {p.key: p for p in parse_search_space(SPACE, copy.deepcopy(BASE))}
     assert grid_values(params["model.classify.learnable_difference_modules"]) == list(range(2, 9))

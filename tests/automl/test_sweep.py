@@ -126,6 +126,15 @@ def test_optuna_study_received_every_result(phase1: dict[str, Any]) -> None:
         assert by_lr[round(t["params"]["train.optim.lr"], 12)] == pytest.approx(t["values"][0])
 
 
+def test_optuna_is_asked_in_batches(phase1: dict[str, Any]) -> None:
+    """Determinism: Optuna is asked for trials 3-4 (the second batch of 2) only once it was told both
+    results of trials 1-2, so its suggestions cannot depend on which trial happened to finish first."""
+    from raypipe.automl._sampler import sampler_asks
+
+    asks = sampler_asks(SweepDir(phase1["dir"], "phase1").sampler_log)
+    assert asks == {0: 0, 1: 0, 2: 2, 3: 2}
+
+
 def test_fractional_gpu_trials_share_the_gpu(phase1: dict[str, Any]) -> None:
     results = _trial_results(phase1["result"].experiment_path)
     assert len(results) == 4
@@ -138,9 +147,10 @@ def test_fractional_gpu_trials_share_the_gpu(phase1: dict[str, Any]) -> None:
     assert overlapping, f"no two trials ran at the same time: {sorted(spans)}"
 
 
-def test_kpi_set_never_read(phase1: dict[str, Any], kpi_guard: Any, demo_ws: Any) -> None:
-    assert phase1["kpi_after"] == phase1["kpi_before"], "a sweep opened a KPI file"
-    # The tripwire is live in the workers: a task that opens the KPI CSV is refused and logged.
+def test_kpi_set_and_sealed_test_split_never_read(phase1: dict[str, Any], kpi_guard: Any, demo_ws: Any) -> None:
+    assert phase1["kpi_after"] == phase1["kpi_before"], "a sweep opened a KPI or sealed test file"
+    # The tripwire is live in the workers: a task that opens the KPI CSV, the test CSV or a test
+    # capture image is refused and logged.
     @ray.remote(num_cpus=0)
     def peek(path: str) -> str:
         try:
@@ -149,8 +159,13 @@ def test_kpi_set_never_read(phase1: dict[str, Any], kpi_guard: Any, demo_ws: Any
             return f"refused: {exc}"
         return "read"
 
-    assert ray.get(peek.remote(str(demo_ws.kpi_csv))).startswith("refused")
-    assert any(str(demo_ws.kpi_csv.resolve()) in line for line in kpi_guard.violations())
+    from raypipe.workspace import ImageLayout, read_rows
+
+    test_row = read_rows(demo_ws.test_csv).iloc[0]
+    test_capture = ImageLayout.from_spec(demo_ws.spec).capture_paths(demo_ws.images, test_row)[0].resolve()
+    for path in (demo_ws.kpi_csv.resolve(), demo_ws.test_csv.resolve(), test_capture):
+        assert ray.get(peek.remote(str(path))).startswith("refused"), path
+        assert any(str(path) in line for line in kpi_guard.violations()), path
 
 
 # -- Phase 3 style: warm start from the Phase 1 winner ----------------------------------------------------

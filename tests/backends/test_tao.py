@@ -22,7 +22,7 @@ import yaml
 from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest, Mount
 
-from raypipe.backends import TrainingError, get_backend
+from raypipe.backends import TrainingError, backend_options, get_backend
 from raypipe.backends.tao import (
     BackboneError,
     ContainerLayout,
@@ -585,6 +585,47 @@ def test_unfrozen_dinov3_backbone_is_a_blocker(ws: Path) -> None:
     assert "freeze_backbone: true" in str(backbone_blocker(spec, ws))
     spec["model"]["backbone"]["freeze_backbone"] = True
     assert backbone_blocker(spec, ws) is None
+
+
+def test_trainer_mounts_a_tao_style_backbone_from_the_workspace_staging_dir(ws: Path) -> None:
+    """TAO's spec names ``/data/pretrained_models/<file>``; the file is the one staged in
+    ``<ws>/augmentation/backbone/`` and goes into every container read-only."""
+    staged = ws / "augmentation" / "backbone" / "c_radio_v2_b.safetensors"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"radio")
+    spec = _spec(ws)
+    spec["model"]["backbone"]["pretrained_backbone_path"] = "/data/pretrained_models/c_radio_v2_b.safetensors"
+    client = FakeDockerClient(present=(IMAGE,))
+    rd = ws / "results" / RUN
+    result = _trainer(ws, client, val_scoring="status").train(
+        spec, ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv", rd / "baseline" / "train",
+        images_dir=ws / "images", seed=7)
+    mounts = client.named("containers.create")[0].kwargs["mounts"]
+    assert _mount("/data/pretrained_models/c_radio_v2_b.safetensors", staged, True) in mounts
+    written = yaml.safe_load((result.out_dir / "experiment.yaml").read_text())
+    assert written["model"]["backbone"]["pretrained_backbone_path"] == "/data/pretrained_models/c_radio_v2_b.safetensors"
+
+    spec["model"]["backbone"]["pretrained_backbone_path"] = "/data/pretrained_models/not_staged.safetensors"
+    with pytest.raises(BackboneError, match="not staged"):  # before any container: TAO would torch.load nothing
+        _trainer(ws, client, val_scoring="status").train(
+            spec, ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
+            rd / "iter1" / "train", images_dir=ws / "images", seed=7)
+    assert len(client.named("containers.create")) == 1
+
+
+def test_the_runs_execution_policy_reaches_every_container_through_the_trainer(ws: Path) -> None:
+    from raypipe.config import load_config
+
+    home = {} if os.getuid() == 0 else {"HOME": "/tmp"}
+    for policy, env in ((ONLINE, home), (AIRGAP, OFFLINE | home)):
+        cfg = load_config(None, ["backend=tao", "phase2.mining_filter.embedder=pixels", "tao.val_scoring=status"])
+        options = backend_options(cfg, workspace_root=ws, run_dir=ws / "results" / RUN, execution_policy=policy)
+        assert options["execution_policy"] == policy
+        client = FakeDockerClient(present=(IMAGE,))
+        trainer = get_backend("tao", **options, client=client)
+        trainer.train(_spec(ws), ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
+                      ws / "results" / RUN / "baseline" / "train", images_dir=ws / "images", seed=7)
+        assert client.named("containers.create")[0].kwargs["environment"] == env, policy["network_mode"]
 
 
 # -- pre-flight lines of the execution policy -----------------------------------------------------

@@ -10,13 +10,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from raypipe import tao_interop as ti
 from raypipe.deft.state import initialise_state
 from raypipe.metrics import MetricContract, run_evaluator
 
+BACKBONE = "builtin_siamese_init.pth"
 SPEC: dict[str, Any] = {
     "task": "classify",
     "train": {"num_epochs": 1, "optim": {"lr": 1e-4}},
-    "model": {"backbone": {"type": "builtin_siamese", "pretrained_backbone_path": None},
+    # TAO's way of naming a staged backbone: the container path, found again on the host by its
+    # name in the state's config.backbone_weight_dir (new_run stages the file there).
+    "model": {"backbone": {"type": "builtin_siamese", "pretrained_backbone_path": f"/data/pretrained_models/{BACKBONE}"},
               "classify": {"eval_margin": 0.5, "difference_module": "learnable"}},
     "dataset": {"classify": {
         "train_dataset": {"csv_path": "/data/train.csv", "images_dir": "/data/images"},
@@ -39,10 +43,13 @@ def new_run(tmp_path: Path, *, max_iterations: int = 2, baseline: bool = False) 
         # the exact shape of the lead's Phase 1 → 2 handoff (a pre-seeded baseline)
         base = {"stage_completed": "train", "best_ckpt_path": str(ckpt(rd, "baseline", 3, 30)), "train_metric": 12.5,
                 "source": "automl_phase1", "training_spec": str(spec_file(rd, "baseline"))}
+    weights = rd / "backbone" / BACKBONE
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(b"initial backbone weights")
     initialise_state(rd, config_block={"kpi_test_csv": str(kpi), "images_dir": str(tmp_path / "images"),
-                                       "backend": "builtin"},
+                                       "backend": "builtin", "backbone_weight_dir": str(weights.parent)},
                      metric_contract=MetricContract(), max_iterations=max_iterations,
-                     execution_policy={"network_mode": "offline"}, baseline=base)
+                     execution_policy=ti.execution_policy("airgap", activation_source="test"), baseline=base)
     return rd
 
 
@@ -89,3 +96,20 @@ def parquet(path: Path, n: int) -> Path:
     pd.DataFrame({"filepath": [f"f{i}" for i in range(n)], "label": ["missing"] * n,
                   "score": np.linspace(0, 1, n)}).to_parquet(path, index=False)
     return path.resolve()
+
+
+def phase3_entry(rd: Path, *, far_pass_scores: list[float]) -> dict[str, Any]:
+    """``iterations.final_automl`` as the pipeline's Phase 3 registers it (TAO's vocabulary): a real
+    evaluation of a Phase 3 checkpoint, and the combined CSV it trained on."""
+    from raypipe.deft.state import load_state
+    from raypipe.rundir import RunDir
+
+    ck = ckpt(rd, "final_automl", 2, 40)
+    ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=far_pass_scores)
+    csv = rd / "iter1" / "dataset" / "train_combined_iter1.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text("input_path,golden_path,label,object_name\na,g,PASS,o\n")
+    baseline = load_state(RunDir(rd).deft_state)["iterations"]["baseline"]
+    return ti.final_automl_entry(best_ckpt_path=ck, training_spec=ev["training_spec"], metric_result=ev["metric_result"],
+                                 threshold=ev["threshold"], training_csv=csv, metric_name="far_pct",
+                                 inference_csv=ev["inference_csv"], parent_ckpt_path=baseline["best_ckpt_path"])

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from raypipe import tao_interop as ti
 from raypipe._io import atomic_write_json, read_json, read_jsonl
 from raypipe.config import RunConfig, load_config
 from raypipe.deft import LoopContext, initialise_state, load_state, next_stage, run_loop
@@ -40,6 +41,7 @@ from raypipe.deft.stages import (
 )
 from raypipe.deft.state import NextStep
 from raypipe.rundir import RunDir, iteration_number, resume_command
+from raypipe.testing.tao_contract import check_state_config
 from raypipe.workspace import ImageLayout
 
 from ._helpers import SPEC, eval_evidence, new_run, parquet, train_evidence
@@ -195,8 +197,33 @@ def test_config_block_is_tao_vocabulary_from_the_typed_config(tmp_path: Path) ->
                                       "embedder": "model", "history_aware": {
                                           "enabled": True, "identity": "filepath",
                                           "history_file": str((tmp_path / "rd" / "mining_history.json").resolve())}}
-    assert block["sdg"] == {"kind": "builtin", "num_SDG": 24} and block["num_gpus"] == 0.5
+    # a fractional GPU request shares one GPU: TAO's state counts whole GPUs
+    assert block["sdg"] == {"kind": "builtin", "num_SDG": 24} and block["num_gpus"] == 1
     assert block["batch_size"] == 16 and block["num_epochs"] == 1 and block["backend"] == "builtin"
+    # TAO's keys: where the backbone file is (SPEC names a container path: the built-in staging dir),
+    # the resolved pool, who trains and who synthesises; gpu_model is never empty
+    assert block["backbone_weight_dir"] == str((tmp_path / "rd" / "backbone").resolve())
+    assert block["resolved_mining_pool_csv"] == str((tmp_path / "rd" / "inputs" / "mining_pool.resolved.csv").resolve())
+    assert block["train_container"] is None and block["anomalygen"]["num_SDG"] == 24
+    assert block["anomalygen"]["mode"] == "procedural" and set(block["anomalygen"]) == set(ti.ANOMALYGEN_KEYS)
+    assert isinstance(block["gpu_model"], str) and block["gpu_model"].strip()
+    assert check_state_config(block) == []
+
+
+def test_config_block_names_the_tao_container_and_the_staged_backbone(tmp_path: Path) -> None:
+    weights = tmp_path / "augmentation" / "backbone" / "c_radio_v2_b.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w")
+    cfg = load_config(None, ["backend=tao", "phase2.mining_filter.embedder=pixels"])
+    spec = {**SPEC, "model": {**SPEC["model"], "backbone": {
+        "type": "c_radio_v2_vit_base_patch16_224",
+        "pretrained_backbone_path": "/data/pretrained_models/c_radio_v2_b.safetensors"}}}
+    inputs = LoopContext(root=tmp_path, images_dir=tmp_path / "images", train_csv=tmp_path / "t.csv",
+                         val_csv=tmp_path / "v.csv", kpi_csv=tmp_path / "k.csv", pool_csv=None, spec=spec,
+                         layout=ImageLayout(("L",), ".png"), backend="tao")
+    block = config_block(cfg, inputs, RunDir(tmp_path / "rd"))
+    assert block["backbone_weight_dir"] == str(weights.parent.resolve()) and block["train_container"] == cfg.tao.image
+    assert ti.resolve_backbone(spec, block["backbone_weight_dir"]).host == weights.resolve()  # what TAO's handoff does
 
 
 # -- the loop on Ray with the real stages ---------------------------------------------------------------
@@ -268,7 +295,7 @@ def test_hard_stop_commits_error_and_prints_resume_command(demo_ws, ray_local):
     spec_file = bad.parent / "experiment.yaml"
     spec_file.write_text(json.dumps(ctx.spec))
     initialise_state(rd, config_block=config_block(cfg, ctx, RunDir(rd)), metric_contract=cfg.phase2.metric_contract,
-                     max_iterations=1, execution_policy={},
+                     max_iterations=1, execution_policy=cfg.execution_policy.tao_policy(),
                      baseline={"best_ckpt_path": str(bad), "training_spec": str(spec_file), "train_metric": 1.0})
     outcome = run_loop(rd, cfg, ctx)
     assert outcome.status == "failed"

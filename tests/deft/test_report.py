@@ -24,7 +24,7 @@ from raypipe.metrics import MetricContract, run_evaluator
 from raypipe.rundir import RunDir
 from raypipe.workspace._rows import normalise_label
 
-from ._helpers import ckpt, eval_evidence, new_run, parquet, spec_file, train_evidence
+from ._helpers import ckpt, eval_evidence, new_run, parquet, phase3_entry, spec_file, train_evidence
 
 LIGHTS = ("LowAngleLight", "SolderLight")  # the input_map of the helpers' spec
 
@@ -248,8 +248,7 @@ def test_per_kind_results_match_the_inference_csv(tmp_path):
 
 def test_signed_coloured_delta_follows_the_contract_direction(tmp_path):
     rd, sp, _ = _evaluated_baseline(tmp_path, [0.1, 0.2, 0.3, 0.97])
-    worse = eval_evidence(rd, "final_automl", ckpt(rd, "final_automl"), far_pass_scores=[0.95, 0.96, 0.3, 0.97])
-    register_final_automl(sp, worse)
+    register_final_automl(sp, phase3_entry(rd, far_pass_scores=[0.95, 0.96, 0.3, 0.97]))  # worse
     finalize(rd)
     html = render_report(rd).read_text()
     it = tables(html)["iterations"]
@@ -308,9 +307,13 @@ def test_sealed_test_column_and_verdict_badge_render_when_present(tmp_path):
     finalize(rd)
     html = render_report(rd).read_text()
     assert "test FAR" not in html and "sealed test" not in html  # absent: no empty column, no broken card
-    assert "KPI not met (KPI set)" in html  # 25 % misses "< 10 %"; the verdict falls back to the KPI set
+    # 25 % misses "< 10 %": finalize wrote the verdict into best_model.json, and the badge reads it.
+    assert "KPI not met" in html and "KPI not met (KPI set)" not in html
 
     bm = json.loads((rd / "best_model.json").read_text())
+    assert bm["verdict"] == "kpi_not_met"
+    atomic_write_json(rd / "best_model.json", {k: v for k, v in bm.items() if k != "verdict"})
+    assert "KPI not met (KPI set)" in render_report(rd).read_text()  # an older run: falls back to the KPI set
     atomic_write_json(rd / "best_model.json", {**bm, "verdict": "kpi_met", "test_far_pct": 4.5, "test_auroc": 0.991})
     atomic_write_json(rd / "trajectory.json", {"rows": [{"step": "baseline", "split": "kpi", "far_pct": 25.0,
                                                          "test_far_pct": 4.5, "test_auroc": 0.991}]})

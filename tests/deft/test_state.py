@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from raypipe import tao_interop as ti
 from raypipe._io import read_json, read_jsonl
 from raypipe.deft import EvidenceError
 from raypipe.deft.state import (
@@ -20,7 +21,7 @@ from raypipe.deft.state import (
 )
 from raypipe.rundir import RunDir
 
-from ._helpers import ckpt, eval_evidence, new_run, parquet, spec_file, train_evidence
+from ._helpers import ckpt, eval_evidence, new_run, parquet, phase3_entry, spec_file, train_evidence
 
 TOP_LEVEL = {"version", "started_at", "status", "kpi_target", "metric_contract", "results_dir", "max_iterations",
              "current_iteration", "execution_policy", "config", "iterations", "events"}
@@ -38,7 +39,9 @@ def test_initialise_exact_fields_and_idempotent(tmp_path):
     assert set(state) == TOP_LEVEL
     assert state["version"] == 4 and state["status"] == "in_progress" and state["current_iteration"] == 0
     assert state["results_dir"] == str(rd.resolve()) and Path(state["results_dir"]).is_absolute()
-    assert state["metric_contract"]["name"] == "far_pct" and "far_pct < 10%" in state["kpi_target"]
+    # TAO's parser reads this text back as the contract (the old "far_pct < 10% with ..." it misread)
+    assert state["metric_contract"]["name"] == "far_pct" and state["kpi_target"] == "FAR < 10% at Recall=100%"
+    assert state["execution_policy"]["network_mode"] == "airgap" and state["execution_policy"]["hf_offline"] is True
     before = path.read_bytes()
     from raypipe.deft.state import initialise_state
     from raypipe.metrics import MetricContract
@@ -81,8 +84,25 @@ def test_initialise_refuses_baseline_checkpoint_outside_run_dir(tmp_path):
     rd = tmp_path / "rd"
     with pytest.raises(EvidenceError, match="does not lie under"):
         initialise_state(rd, config_block={}, metric_contract=MetricContract(), max_iterations=1,
-                         execution_policy={}, baseline={"best_ckpt_path": str(outside), "training_spec": {"a": 1}})
+                         execution_policy=ti.execution_policy("airgap", activation_source="test"),
+                         baseline={"best_ckpt_path": str(outside), "training_spec": {"a": 1}})
     assert not (RunDir(rd).deft_state).exists()
+
+
+@pytest.mark.parametrize("policy,match", [
+    ({"network_mode": "offline"}, "lacks"),  # raypipe's old record: TAO's tools read it as network-enabled
+    ({**ti.execution_policy("airgap", activation_source="t"), "network_mode": "offline"}, "did you mean 'airgap'"),
+    ({**ti.execution_policy("airgap", activation_source="t"), "allow_container_pull": True}, "cannot be true"),
+    ({}, "lacks"),
+])
+def test_initialise_refuses_a_policy_tao_would_misread(tmp_path, policy, match):
+    from raypipe.deft.state import initialise_state
+    from raypipe.metrics import MetricContract
+
+    with pytest.raises(ti.PolicyError, match=match):
+        initialise_state(tmp_path / "rd", config_block={}, metric_contract=MetricContract(), max_iterations=1,
+                         execution_policy=policy)
+    assert not RunDir(tmp_path / "rd").deft_state.exists()
 
 
 def test_commit_records_event_and_mirrors_log(tmp_path):
@@ -100,7 +120,10 @@ def test_commit_records_event_and_mirrors_log(tmp_path):
     b = state["iterations"]["baseline"]
     assert b["status"] == "complete" and state["events"][-1]["seq"] == 2 and state["events"][-1]["duration_sec"] == 1
     assert b["metric_result"]["passed"] is False and math.isclose(b["far_pct"], 25.0)
-    assert set(b["metric_result"]) == {"name", "value", "unit", "passed", "constraints", "evidence_path"}
+    # stored as TAO stores it: the evaluator's file as written (threshold, diagnostics), + evidence_path, passed
+    written = read_json(b["metric_result"]["evidence_path"])
+    assert {"threshold", "diagnostics"} <= set(written) and "passed" not in written
+    assert b["metric_result"] == {**written, "evidence_path": b["metric_result"]["evidence_path"], "passed": False}
     # RCA under the same (complete) iteration keeps it complete: pick_best only reads complete entries.
     state = commit(RunDir(rd).deft_state, "baseline", "rca",
                    {"rca_gaps_parquet": str(parquet(rd / "baseline/rca_results/T/kpi_gaps.parquet", 3)),
@@ -201,6 +224,11 @@ def _bad_cases():
               "mining_mined_count": 5}
         return "iter1", "data_mining", ev, 1.0
 
+    def final_automl_event(rd):
+        # TAO's commit script refuses the label: Phase 3 is registered without an event
+        ck = ckpt(rd, "final_automl", 2, 40)
+        return "final_automl", "evaluate", eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.1, 0.2]), 1.0
+
     def unknown_key(rd):
         p = parquet(rd / "iter1/routing_results/T/m.parquet", 1)
         return "iter1", "routing", {"routing_mining_parquet": str(p), "routing_anomalygen_parquet": str(p),
@@ -224,6 +252,7 @@ def _bad_cases():
             ("wrong metric name", wrong_name, "name"),
             ("value differs from evidence file", value_not_on_disk, "differs"),
             ("mined count mismatch", mined_count, "has 4 rows"),
+            ("an event under final_automl", final_automl_event, "bad iteration label"),
             ("unknown evidence key", unknown_key, "unknown evidence"),
             ("missing evidence key", missing_key, "missing evidence")]
 
@@ -320,22 +349,38 @@ def test_load_reconciles_loop_log(tmp_path, damage):
     assert [e["seq"] for e in _log(rd)] == [1, 2, 3] == [e["seq"] for e in state["events"]]
 
 
-def test_register_final_automl(tmp_path):
+def test_register_final_automl_writes_the_entry_without_an_event(tmp_path):
     rd = new_run(tmp_path, baseline=True)
-    ck = ckpt(rd, "final_automl", 2, 40)
-    ev = eval_evidence(rd, "final_automl", ck, far_pass_scores=[0.1, 0.2])
-    # the exact shape the pipeline's Phase 3 registration passes
-    entry = {"status": "complete", "stage_completed": "evaluate", "source": "automl_phase3",
-             "parent_ckpt_path": load_state(RunDir(rd).deft_state)["iterations"]["baseline"]["best_ckpt_path"],
-             **{k: ev[k] for k in ("best_ckpt_path", "training_spec", "metric_result", "threshold", "far_pct",
-                                   "inference_csv")}}
-    state = register_final_automl(RunDir(rd).deft_state, entry, duration_s=4)
+    entry = phase3_entry(rd, far_pass_scores=[0.1, 0.2])
+    before = load_state(RunDir(rd).deft_state)
+    log_before = RunDir(rd).loop_log.read_bytes()
+    state = register_final_automl(RunDir(rd).deft_state, entry)
     fa = state["iterations"]["final_automl"]
     assert fa["status"] == "complete" and fa["stage_completed"] == "evaluate" and fa["source"] == "automl_phase3"
-    assert state["events"][-1]["iter"] == "final_automl" and state["events"][-1]["stage"] == "evaluate"
-    # the spec's training_spec can also be a path anywhere (Phase 3 writes its own): must exist
+    assert fa["combined_training_csv"] == entry["combined_training_csv"] and fa["far_pct"] == entry["far_pct"]
+    # TAO's commit script accepts no final_automl event: none is filed, the log is untouched
+    assert state["events"] == before["events"] and RunDir(rd).loop_log.read_bytes() == log_before
+    assert read_json(RunDir(rd).deft_state) == state
+    # the metric result as the evaluator wrote it (threshold and diagnostics kept), plus TAO's two fields
+    written = read_json(fa["metric_result"]["evidence_path"])
+    assert {k: fa["metric_result"][k] for k in written} == written and "threshold" in written
+    assert fa["metric_result"]["passed"] is True
+
+
+def test_register_final_automl_checks_like_evaluate(tmp_path):
+    rd = new_run(tmp_path, baseline=True)
+    entry = phase3_entry(rd, far_pass_scores=[0.1, 0.2])
+    state_before = RunDir(rd).deft_state.read_bytes()
     with pytest.raises(ValueError, match="stage_completed"):
         register_final_automl(RunDir(rd).deft_state, dict(entry, stage_completed="train"))
     bad = dict(entry, training_spec=str(spec_file(rd, "x").with_name("nope.yaml")))
     with pytest.raises(EvidenceError, match="does not exist"):
         register_final_automl(RunDir(rd).deft_state, bad)
+    with pytest.raises(EvidenceError, match="combined_training_csv"):
+        register_final_automl(RunDir(rd).deft_state, {k: v for k, v in entry.items() if k != "combined_training_csv"})
+    with pytest.raises(EvidenceError, match="does not exist"):
+        register_final_automl(RunDir(rd).deft_state, dict(entry, combined_training_csv=str(tmp_path / "gone.csv")))
+    assert RunDir(rd).deft_state.read_bytes() == state_before
+    commit(RunDir(rd).deft_state, "baseline", "evaluate", {"reason": "x"}, duration_s=1, summary="x", status="error")
+    with pytest.raises(ValueError, match="hard-stopped"):
+        register_final_automl(RunDir(rd).deft_state, entry)

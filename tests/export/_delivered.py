@@ -2,7 +2,8 @@
 
 The built-in trainer trains on the demo's training set (CPU, one thread, two epochs), scores the
 KPI set, the real evaluator picks the FAR-at-100 %-recall threshold, and ``best_model.json`` plus
-the inference spec are written with finalize's own helpers — into ``<ws>/results/run_test``.
+the inference spec are written with finalize's own helpers (TAO's vocabulary, the backbone staged
+as a run stages it) — into ``<ws>/results/run_test``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from raypipe import tao_interop as ti
 from raypipe._io import atomic_write_json, atomic_write_text
 from raypipe.backends.builtin import BuiltinTrainer
-from raypipe.deft.finalize import inference_spec
 from raypipe.metrics import MetricContract, evaluate_inference_csv
 from raypipe.rundir import RunDir
 from raypipe.spec import dump_spec, load_spec, set_dotted
@@ -39,6 +40,7 @@ def make_delivered(template: Path, root: Path) -> Delivered:
     rd = ws / "results" / "run_test"
     spec = load_spec(ws / "specs" / "baseline_spec.yaml")
     set_dotted(spec, "train.num_epochs", 2)
+    spec, weight_dir = ti.stage_builtin_backbone(rd, spec, seed=0)
     trainer = BuiltinTrainer(device="cpu", num_threads=1)
     images = ws / "images"
     res = trainer.train(spec, ws / "train/base/training_set.csv", ws / "train/base/validation_set.csv",
@@ -47,12 +49,13 @@ def make_delivered(template: Path, root: Path) -> Delivered:
     inf = trainer.infer(spec, res.best_val_ckpt, kpi, rd / "baseline" / "inference" / "best_val", images_dir=images)
     result = evaluate_inference_csv(inf, inf.parent / "metric_result.json")
     training_spec = res.out_dir / "experiment.yaml"
-    atomic_write_json(rd / "best_model.json", {
-        "checkpoint": str(res.best_val_ckpt), "threshold": result["threshold"],
-        "metric_contract": MetricContract().to_dict(), "metric_result": result, "iteration": "baseline",
-        "backbone": None, "backbone_type": spec["model"]["backbone"]["type"], "images_dir": str(images),
-        "training_spec": str(training_spec), "far_pct": result["value"]})
-    atomic_write_text(RunDir(rd).inference_spec,
-                      dump_spec(inference_spec(load_spec(training_spec), res.best_val_ckpt, result["threshold"])))
+    entry = {"best_ckpt_path": str(res.best_val_ckpt), "training_spec": str(training_spec), "metric_result": result,
+             "threshold": result["threshold"]}
+    trained = load_spec(training_spec)
+    record = ti.best_model_record(label="baseline", entry=entry, spec=trained, metric_contract=MetricContract().to_dict(),
+                                  images_dir=images, backbone_weight_dir=weight_dir)
+    atomic_write_json(rd / "best_model.json", record)
+    atomic_write_text(RunDir(rd).inference_spec, dump_spec(ti.inference_spec(
+        trained, threshold=record["threshold"], backbone_container_path=record["backbone_container_path"])))
     return Delivered(ws, rd, rd / "best_model.json", Path(res.best_val_ckpt), float(result["threshold"]),
                      float(result["value"]), kpi, images, Path(inf), spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -84,8 +85,8 @@ def _pipeline_run(client: MlflowClient, rd: Path) -> Run:
 
 def check_outcome(uri: str, rd: Path) -> dict:
     """The outcome a user sees at the top of the UI, once the pipeline calls ``log_outcome`` and the
-    sweep driver ``log_trial_result``: the verdict and KPI numbers on the pipeline run and the
-    registered version, each phase's outcome, and trial checkpoints under the run dir."""
+    sweep driver ``log_trial_result``: the verdict, KPI and sealed test numbers on the pipeline run
+    and the registered version, each phase's outcome, and trial checkpoints under the run dir."""
     client = MlflowClient(uri, registry_uri=uri)
     best = json.loads((rd / "best_model.json").read_text())
     parent = _pipeline_run(client, rd)
@@ -93,6 +94,8 @@ def check_outcome(uri: str, rd: Path) -> dict:
     assert parent.data.tags[VERDICT_TAG] == verdict
     assert parent.data.metrics[f"kpi_{best['metric_result']['name']}"] == best["metric_result"]["value"]
     assert parent.data.metrics["threshold"] == best["threshold"]
+    for key in ("test_far_pct", "test_auroc"):  # the sealed test split's numbers (the smoke workspace has one)
+        assert parent.data.metrics[key] == best[key], key
 
     exp = [parent.info.experiment_id]
     phases = {r.data.tags.get(KEY_TAG): r for r in client.search_runs(
@@ -103,6 +106,7 @@ def check_outcome(uri: str, rd: Path) -> dict:
 
     versions = client.search_model_versions(f"tags.`raypipe.pipeline_run_id` = '{parent.info.run_id}'")
     assert versions and all(v.tags[VERDICT_TAG] == verdict for v in versions)
+    assert all(float(v.tags["raypipe.test_far_pct"]) == pytest.approx(best["test_far_pct"]) for v in versions)
 
     for phase in ("phase1", "phase3"):
         trials = client.search_runs(exp, f"tags.`{PARENT_TAG}` = '{phases[phase].info.run_id}'")
@@ -111,4 +115,4 @@ def check_outcome(uri: str, rd: Path) -> dict:
             assert t.data.tags["checkpoint_uri"].startswith(rd.as_uri()), t.data.tags
             assert not any("/tmp/ray/session_" in v for v in t.data.tags.values()), t.data.tags
             assert {f.path for f in client.list_artifacts(t.info.run_id)} == {"checkpoint"}
-    return {"verdict": verdict, "versions": len(versions)}
+    return {"verdict": verdict, "versions": len(versions), "metrics": dict(parent.data.metrics)}

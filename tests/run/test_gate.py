@@ -1,4 +1,4 @@
-"""The pre-flight gate (SPEC §1, §8.1): nothing is written before approval."""
+"""The pre-flight gate: nothing is written before the summary is approved."""
 
 from __future__ import annotations
 
@@ -27,9 +27,12 @@ def test_non_tty_without_yes_exits_2_and_writes_nothing(tiny_workspace, tmp_path
     assert p.returncode == 2, p.stderr
     assert "--yes" in p.stderr
     out = p.stdout
-    # All nine sections, in order.
-    positions = [out.index(f"## {i}.") for i in range(1, 10)]
-    assert positions == sorted(positions)
+    # All nine sections, in order, rendered for a terminal (RD/preflight.md keeps the Markdown).
+    from raypipe.preflight import SECTION_TITLES
+
+    positions = [out.index(f"\n{title}\n") for title in SECTION_TITLES]
+    assert positions == sorted(positions) and len(positions) == 9
+    assert "## " not in out and "\x1b[" not in out
     assert "0 overlapping rows" in out
     assert not (tiny_workspace / "results").exists() or not any((tiny_workspace / "results").iterdir())
     assert not (tmp_path / "mlruns").exists()

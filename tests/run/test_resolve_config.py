@@ -47,3 +47,16 @@ def test_resume_refuses_a_dir_without_config_and_names_the_source(tmp_path: Path
     rd = _saved_run(tmp_path)
     with pytest.raises(ConfigError, match=r"^override 'seed=-3': seed:"):
         resolve_config(_parser().parse_args(["--resume", str(rd.root), "seed=-3"]))
+
+
+def test_help_explains_overrides_with_examples() -> None:
+    text = _parser().format_help()
+    assert "key.path=value overrides" in text and "phase2.max_iterations=2" in text and "exit codes" in text
+    assert "--time-budget" in text and "--dashboard" in text and "--verbose" in text
+
+
+def test_time_budget_flag_is_a_config_layer(tmp_path: Path) -> None:
+    cfg, _ = resolve_config(_parser().parse_args(["--workspace", str(tmp_path), "--time-budget", "1h30m"]))
+    assert cfg.time_budget_s == 5400.0
+    with pytest.raises(ConfigError, match="time_budget"):
+        resolve_config(_parser().parse_args(["--workspace", str(tmp_path), "--time-budget", "soon"]))

@@ -1,7 +1,7 @@
 """A small finished run dir written the way the TAO contract says, with raypipe.tao_interop only.
 
-It stands in for a real run until the writers use the vocabulary (the same checks then run on a
-smoke run). Files whose content no check reads (checkpoints, images) hold a few bytes; parquets,
+Each check can be broken here one field at a time (a real run is checked too: ``test_smoke_run.py``).
+Files whose content no check reads (checkpoints, images) hold a few bytes; parquets,
 CSVs, JSON and specs are real. One baseline, one iteration that synthesised, mined and merged,
 Phase 3 registered as ``final_automl``.
 """

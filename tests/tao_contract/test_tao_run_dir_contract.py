@@ -126,6 +126,13 @@ def test_each_break_is_named(run_dir: Path, what: str, breaks: Callable[[Path], 
         assert_tao_contract(run_dir)
 
 
+def test_best_model_json_stays_open_for_more_fields(run_dir: Path) -> None:
+    """raypipe adds its own fields (a verdict, sealed-test numbers); TAO's consumers read theirs by key."""
+    edit_json(run_dir / "best_model.json", lambda b: b.update(verdict="kpi_not_met", test_far_pct=12.5,
+                                                              test_auroc=0.91))
+    assert check_run_dir(run_dir) == []
+
+
 def test_backbone_lookup_follows_backbone_weight_dir(run_dir: Path) -> None:
     """TAO's handoff finds a container-path backbone as backbone_weight_dir/<file name>."""
     state = json.loads((run_dir / "deft_state.json").read_text())

@@ -17,18 +17,6 @@ def _private_image_cache(image_cache_home: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(image_cache_home))
 
 
-def add_sealed_test_split(ws: Path) -> Path:
-    """Move half of each KPI label's rows to ``test/testing_set.csv`` (the demo does not write one
-    yet): both sets keep PASS and defect rows, and no image is shared."""
-    from raypipe.workspace import CSV_FILES, TEST_CSV, read_rows, write_rows
-
-    kpi = read_rows(ws / CSV_FILES["kpi"])
-    to_test = kpi.groupby("label", sort=False).cumcount() % 2 == 1
-    write_rows(kpi[~to_test], ws / CSV_FILES["kpi"])
-    write_rows(kpi[to_test], ws / TEST_CSV)
-    return ws
-
-
 @pytest.fixture(scope="session")
 def small_workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smaller demo than the shared ``tiny_workspace`` (scale 0.02: every split still has every
@@ -36,7 +24,7 @@ def small_workspace_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     is their setup cost."""
     from raypipe.workspace import generate_demo
 
-    return add_sealed_test_split(generate_demo(tmp_path_factory.mktemp("ws_small") / "ws", seed=5, scale=0.02))
+    return generate_demo(tmp_path_factory.mktemp("ws_small") / "ws", seed=5, scale=0.02)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The spec a TAO container reads: our spec with every path rewritten to its container path.
 
-A TAO spec's ``*_dataset.csv_path``/``images_dir`` point into the container (SPEC §2.2); raypipe
-takes data from the workspace and rewrites those keys, ``train.pretrained_model_path``,
+A TAO spec's ``*_dataset.csv_path``/``images_dir`` are paths inside the container; raypipe takes
+data from the workspace and rewrites those keys, ``train.pretrained_model_path``,
 ``model.backbone.pretrained_backbone_path`` and ``results_dir`` for each run. No host path
 survives into a spec the container reads, and no ``automl_policy``/``workflow`` key is written
 (:func:`raypipe.spec.dump_spec` refuses them; TAO's schema would reject them).
@@ -13,8 +13,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from raypipe.backends.tao._layout import CONTAINER_BACKBONE, ContainerLayout, ContainerPathError
-from raypipe.spec import get_dotted, set_dotted
+from raypipe.backends.tao._layout import ContainerLayout, ContainerPathError
+from raypipe.spec import set_dotted
 from raypipe.workspace._rows import read_rows, write_rows
 
 DATASET_KEYS = ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset")
@@ -62,25 +62,21 @@ def _set_datasets(spec: dict[str, Any], datasets: dict[str, tuple[str, str]]) ->
 
 
 def _expose_backbone(spec: dict[str, Any], layout: ContainerLayout) -> None:
-    """Mount a host backbone weight file read-only and point the spec at its container path.
+    """Mount the spec's staged backbone file read-only and point the spec at its container path.
 
-    A value that is not a host file is left alone: it may name a file inside the image. The TAO
-    container does not download weights from URLs (``pretrained_backbone_path`` goes straight to
-    ``torch.load``), so a missing file fails the run; pre-flight reports it.
+    The value may be a host file, TAO's ``/data/pretrained_models/<file>`` or a bare file name; the
+    last two resolve through ``<workspace>/augmentation/backbone/``, where TAO stages backbones
+    (:meth:`ContainerLayout.stage_backbone`). A file that is not staged raises
+    :class:`raypipe.tao_interop.BackboneError` (pre-flight reports it first): the container loads
+    the value with ``torch.load`` and downloads nothing.
     """
-    value = get_dotted(spec, "model.backbone.pretrained_backbone_path", None)
-    if not value:
-        return
-    host = Path(str(value)).expanduser()
-    if host.is_file():
-        # Its own mount even when the workspace mount already covers it: the spec then reads the
-        # same on every run, wherever the user keeps the weights.
-        mount = layout.add(host, CONTAINER_BACKBONE / host.name, read_only=True)
-        set_dotted(spec, "model.backbone.pretrained_backbone_path", str(mount.target))
+    target = layout.stage_backbone(spec)
+    if target is not None:
+        set_dotted(spec, "model.backbone.pretrained_backbone_path", target)
 
 
 def _clamp_intervals(spec: dict[str, Any]) -> None:
-    """TAO asserts ``checkpoint_interval``/``validation_interval`` ≤ ``num_epochs`` (SPEC §2.2)."""
+    """TAO asserts ``checkpoint_interval``/``validation_interval`` ≤ ``num_epochs``: clamp them."""
     train = spec.get("train") or {}
     epochs = train.get("num_epochs")
     if not isinstance(epochs, int) or epochs < 1:

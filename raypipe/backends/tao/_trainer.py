@@ -1,4 +1,4 @@
-"""``TaoTrainer``: the Trainer protocol on NVIDIA TAO's ``visual_changenet`` container (SPEC §10)."""
+"""``TaoTrainer``: the Trainer protocol on NVIDIA TAO's ``visual_changenet`` container."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ class TaoTrainer:
                  run_dir: str | Path | None = None, image_root: str | Path | None = None,
                  env_allowlist: Iterable[str] = (), user: str | None = "host",
                  val_scoring: str = "inference", credentials: Iterable[str] = ("NGC_KEY",),
-                 anomalygen_image: str | None = None) -> None:
+                 anomalygen_image: str | None = None, execution_policy: Mapping[str, Any] | None = None) -> None:
         if val_scoring not in VAL_SCORING:
             raise ValueError(f"tao.val_scoring: expected one of {VAL_SCORING}, got {val_scoring!r}")
         self.credentials = tuple(credentials)
@@ -78,6 +78,8 @@ class TaoTrainer:
         self.env_allowlist = tuple(env_allowlist)
         self.user = user
         self.val_scoring = val_scoring
+        # The run's execution policy: every container runs under it (None reads as airgap).
+        self.execution_policy = dict(execution_policy) if execution_policy is not None else None
         self._client = client
 
     # -- protocol -------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ class TaoTrainer:
         """Write the container spec, run ``visual_changenet <task>``, fail on exit code or FAILURE status."""
         atomic_write_text(spec_path, dump_spec(container_spec))
         command = ["visual_changenet", task, "-e", layout.container_path(spec_path), f"results_dir={results_c}"]
-        code = run_container(self._docker(), self._run(command, layout, task), log)
+        code = run_container(self._docker(), self._run(command, layout, task), log, policy=self.execution_policy)
         status = results.read_status(status_dir / "status.json")
         _raise_on_failure(task, code, status, log)
         return status
@@ -230,7 +232,7 @@ def _clear_stale_training_outputs(out_dir: Path) -> None:
     """Remove checkpoints/status of an earlier, uncommitted attempt in ``out_dir``.
 
     TAO resumes by itself from the latest checkpoint it finds in its results dir; a redone stage
-    must start fresh (SPEC §6.2: partial outputs are replaced, never continued or appended to).
+    must start fresh: a redone stage replaces its partial outputs, never continues or appends to them.
     """
     for pattern in ("model_epoch_*_step_*.pth", "*_latest.pth", "status.json"):
         for p in out_dir.glob(pattern):

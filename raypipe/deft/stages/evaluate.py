@@ -1,8 +1,10 @@
 """``evaluate``: KPI inference with the best-val and the latest checkpoint, the better one committed.
 
 The metric result is re-validated against the contract and against the ``metric_result.json``
-on disk (``passed`` is recomputed, never trusted). Phase 3's winner is committed with this
-stage's evidence too (label ``final_automl``, scored by the same code).
+on disk (``passed`` is recomputed, never trusted), then stored as TAO stores it: the evaluator's
+output as written (threshold, diagnostics and all) plus ``evidence_path`` and ``passed``. Phase
+3's winner is checked with this stage's evidence too (label ``final_automl``, scored by the same
+code, plus the CSV it trained on), but registered without an event.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 
+from raypipe import tao_interop as ti
 from raypipe.deft.stages._checks import existing_file, fail, finite, json_file, training_spec, under
 from raypipe.deft.stages.base import FilePath, ResourceClass, Stage
 from raypipe.rundir import FINAL_AUTOML, RunDir
@@ -33,6 +36,7 @@ class EvaluateEvidence(_EvaluateRequired, total=False):
     best_ckpt_kind: str  # best_val | latest
     candidates: dict[str, float]  # kind → metric value
     parent_ckpt_path: str
+    combined_training_csv: FilePath  # final_automl: the CSV Phase 3 trained on (TAO's report counts its rows)
 
 
 class EvaluateStage(Stage):
@@ -65,6 +69,8 @@ class EvaluateStage(Stage):
                 fail(label, self.name, f"checkpoint {ckpt} does not lie under {train_dir}")
             if "inference_csv" not in evidence:
                 fail(label, self.name, "missing evidence field(s) ['inference_csv']")
+        elif "combined_training_csv" not in evidence:
+            fail(label, self.name, "missing evidence field(s) ['combined_training_csv'] (the CSV Phase 3 trained on)")
         training_spec(label, self.name, evidence["training_spec"])
         contract = MetricContract.from_dict(state["metric_contract"])
         mr = evidence["metric_result"]
@@ -75,8 +81,9 @@ class EvaluateStage(Stage):
         except ContractError as exc:
             fail(label, self.name, f"metric result rejected by the contract: {exc}")
         evidence_path = existing_file(label, self.name, "metric_result.evidence_path", mr.get("evidence_path"))
+        written = json_file(label, self.name, evidence_path)
         try:
-            on_disk = validate_result(contract, json_file(label, self.name, evidence_path))
+            on_disk = validate_result(contract, written)
         except ContractError as exc:
             fail(label, self.name, f"{evidence_path} is not a valid metric result: {exc}")
         if not math.isclose(float(on_disk["value"]), float(checked["value"]), rel_tol=1e-9, abs_tol=1e-12):
@@ -85,8 +92,8 @@ class EvaluateStage(Stage):
         for key in ("threshold", "far_pct"):
             if not finite(evidence[key]):
                 fail(label, self.name, f"'{key}' must be a finite number, got {evidence[key]!r}")
-        evidence["metric_result"] = {k: checked[k] for k in ("name", "value", "unit", "passed", "constraints")}
-        evidence["metric_result"]["evidence_path"] = str(evidence_path)
+        evidence["metric_result"] = ti.metric_result_record(written, evidence_path=evidence_path,
+                                                            passed=on_disk["passed"])
 
     def summary(self, state: Mapping[str, Any], label: str, evidence: Mapping[str, Any]) -> str:
         if label == FINAL_AUTOML:

@@ -1,8 +1,9 @@
 """``loop_stop``: the deliverable — ``best_model.json`` and its inference spec — then the state is complete.
 
 The files are written BEFORE the stage is committed, so a completed state can never exist without
-them (the check insists they are on disk). Phase 3 runs it again after registering
-``final_automl`` (:func:`raypipe.deft.finalize`): it always re-picks the best complete entry.
+them (the check insists they are on disk). It is committed once, under the loop's last iteration,
+with TAO's reason (``metric_met`` or ``max_iterations``); after Phase 3 registers ``final_automl``
+the files are rewritten without a commit (:func:`raypipe.deft.finalize.refresh_handoff`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""The time model and the planner behind ``--time-budget``, fed given probe times (no training)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from raypipe.budget import (
+    MAX_TRIALS,
+    BudgetError,
+    CostModel,
+    Knobs,
+    Timing,
+    Workload,
+    parse_duration,
+    plan_for_budget,
+)
+from raypipe.config import ConfigError, load_config
+
+# The demo's shape: 600 training rows, 200 validation, 200 KPI, a 1200-row pool, 2 trials at a time.
+DEMO = Workload(train_rows=600, val_rows=200, kpi_rows=200, pool_rows=1200, num_sdg=40, concurrency=2,
+                warm_phase1=False)
+CEILING = Knobs(phase1_trials=8, phase3_trials=4, epochs=4, loop_epochs=4, max_iterations=3)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("45m", 2700.0), ("1h30m", 5400.0), ("90s", 90.0), ("2h", 7200.0), ("1.5h", 5400.0), ("600", 600.0),
+    (300, 300.0), ("10min", 600.0), (" 1h 5m 10s ", 3910.0),
+])
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "45x", "0", "-5m", "m"])
+def test_parse_duration_refuses_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(BudgetError, match="time budget"):
+        parse_duration(text)
+
+
+def test_config_key_validates_the_budget() -> None:
+    assert load_config(None, ["time_budget=45m"]).time_budget_s == 2700.0
+    assert load_config(None, []).time_budget_s is None
+    with pytest.raises(ConfigError, match="time_budget"):
+        load_config(None, ["time_budget=soon"])
+
+
+def test_sweep_runs_trials_in_waves_of_concurrency() -> None:
+    model = CostModel(epoch_s=10.0, workload=DEMO)
+    one_trial = model.trial_s(4)
+    assert model.sweep_s(4, 4) == pytest.approx(model.sweep_s(3, 4))  # 3 and 4 trials: two waves of 2
+    assert model.sweep_s(5, 4) - model.sweep_s(4, 4) == pytest.approx(one_trial)
+    # training cost grows with the rows trained on (the loop's merges make Phase 3 slower)
+    assert model.epoch_on(1200) > model.epoch_on(600) == pytest.approx(10.0)
+    assert model.rows_after(2) == 600 + 2 * 40 + 2 * 1200 // 8
+    # with automl.noise_margin set a sweep may re-train its winner once, alone: one more wave
+    guarded = CostModel(epoch_s=10.0, workload=replace(DEMO, noise_guard=True))
+    assert guarded.sweep_s(4, 4) - model.sweep_s(4, 4) == pytest.approx(one_trial)
+    assert Workload.of(load_config(None, []), {"train": 600}).noise_guard
+    assert not Workload.of(load_config(None, ["automl.noise_margin=null"]), {"train": 600}).noise_guard
+
+
+@pytest.mark.parametrize("budget_min", [10, 20, 45, 90])
+def test_plan_fills_the_budget_without_passing_it(budget_min: int) -> None:
+    model = CostModel(epoch_s=5.0, workload=DEMO)
+    plan = plan_for_budget(budget_min * 60, model, CEILING)
+    assert plan.fits and plan.estimate.total_s <= budget_min * 60
+    k = plan.knobs
+    # configured epochs and iterations are ceilings; trials grow in whole waves
+    assert k.epochs <= CEILING.epochs and 1 <= k.max_iterations <= CEILING.max_iterations
+    assert k.phase1_trials % DEMO.concurrency == 0 and k.phase3_trials % DEMO.concurrency == 0
+    # no single wave more would still fit (up to the trial cap): the plan uses the budget it was given
+    bigger = [replace(k, phase1_trials=k.phase1_trials + 2), replace(k, phase3_trials=k.phase3_trials + 2)]
+    assert all(model.estimate(b).total_s > budget_min * 60 or max(b.phase1_trials, b.phase3_trials) > MAX_TRIALS
+               for b in bigger)
+
+
+def test_a_bigger_budget_buys_more_work() -> None:
+    model = CostModel(epoch_s=5.0, workload=DEMO)
+    small, large = plan_for_budget(15 * 60, model, CEILING), plan_for_budget(60 * 60, model, CEILING)
+    assert large.knobs.phase1_trials + large.knobs.phase3_trials > small.knobs.phase1_trials + \
+        small.knobs.phase3_trials
+    assert large.estimate.total_s > small.estimate.total_s
+
+
+def test_a_slower_machine_gets_fewer_trials_for_the_same_budget() -> None:
+    fast = plan_for_budget(30 * 60, CostModel(epoch_s=4.0, workload=DEMO), CEILING)
+    slow = plan_for_budget(30 * 60, CostModel(epoch_s=12.0, workload=DEMO), CEILING)
+    assert slow.knobs.phase1_trials < fast.knobs.phase1_trials
+
+
+def test_too_small_a_budget_lowers_epochs_then_says_it_does_not_fit() -> None:
+    model = CostModel(epoch_s=20.0, workload=DEMO)
+    tight = plan_for_budget(5 * 60, model, CEILING)
+    assert tight.fits and tight.knobs.epochs < CEILING.epochs
+    assert any("train.num_epochs lowered from 4" in n for n in tight.notes)
+    hopeless = plan_for_budget(60, model, CEILING)
+    assert not hopeless.fits and hopeless.knobs.epochs == 1 and hopeless.knobs.max_iterations == 1
+    assert any("over the budget" in n for n in hopeless.notes)
+
+
+def test_disabled_phases_get_nothing() -> None:
+    model = CostModel(epoch_s=5.0, workload=DEMO)
+    ceiling = Knobs(phase1_trials=8, phase3_trials=4, epochs=4, loop_epochs=4, max_iterations=3, phase3=False)
+    plan = plan_for_budget(30 * 60, model, ceiling)
+    assert plan.estimate.phase3_s == 0.0 and plan.knobs.phase3_trials == 4  # left as configured, unused
+
+
+def test_planned_knobs_land_in_the_config_the_run_records() -> None:
+    cfg = load_config(None, ["time_budget=30m"])
+    planned = Knobs(phase1_trials=6, phase3_trials=2, epochs=3, loop_epochs=3, max_iterations=2).apply(cfg)
+    assert planned.phase1.automl_max_recommendations == 6 and planned.phase3.automl_max_recommendations == 2
+    assert planned.spec_overrides["train.num_epochs"] == 3 and planned.phase2.max_iterations == 2
+    assert Knobs.of(planned) == Knobs(6, 2, 3, 3, 2)
+    assert Knobs.of(cfg) != Knobs.of(planned)  # the original config is left as it was
+
+
+def test_timing_lines_and_record() -> None:
+    model = CostModel(epoch_s=5.0, workload=DEMO)
+    plan = plan_for_budget(45 * 60, model, CEILING)
+    timing = Timing(model, plan.knobs, "a measured 1-epoch probe", plan)
+    lines = timing.lines()
+    assert lines[0].startswith("time budget 45.0 min → planned ") and "5.0 s per training epoch" in lines[0]
+    assert any(line.startswith("Phase 1: ") for line in lines) and any("Phase 3: " in line for line in lines)
+    record = timing.to_json()
+    assert record["epoch_s"] == 5.0 and record["plan"]["fits"] is True
+    assert record["estimate_total_s"] == pytest.approx(plan.estimate.total_s)
+    spent = Timing(model, plan.knobs, "a measured 1-epoch probe", plan, spent_s=120.0).lines()[0]
+    assert spent.startswith("time budget 47.0 min, 2.0 min already spent (start-up, probe), 45.0 min left → planned")
+    unplanned = Timing(model, CEILING, "config preflight.t_trial_s").lines()
+    assert "total ≈" in unplanned[0] and "--time-budget" in unplanned[1]
