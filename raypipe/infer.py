@@ -14,10 +14,16 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raypipe._delivered import DeliverableError, load_delivered
 from raypipe._io import atomic_write_text
 from raypipe.spec import SpecError, get_dotted, load_spec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from raypipe.workspace import Problem
 
 PREDICTED = "predicted_label"
 # Everything infer writes into --output-dir (the evaluator writes the last three beside its JSON).
@@ -106,7 +112,7 @@ def run(a: argparse.Namespace) -> int:
     check_checkpoint_file(ckpt)
 
     from raypipe.backends import get_backend
-    from raypipe.metrics import MetricUndefinedError, evaluate_inference_csv
+    from raypipe.metrics import EvaluatorInputError, MetricUndefinedError, evaluate_inference_csv
     from raypipe.workspace import ImageLayout, read_rows, validate_rows
 
     try:
@@ -117,7 +123,7 @@ def run(a: argparse.Namespace) -> int:
         layout = ImageLayout.from_spec(spec)
     except ValueError as exc:
         raise InferError(f"{', '.join(str(p) for p in inputs[1:])}: {exc}") from None
-    problems = validate_rows(rows, csv, images_dir, layout, images_dir)
+    problems = validate_rows(rows, csv, images_dir, layout, images_dir) + _label_problems(rows, csv)
     if problems:
         for pr in problems[:20]:
             print(f"error: {pr}", file=sys.stderr)
@@ -139,15 +145,40 @@ def run(a: argparse.Namespace) -> int:
     else:
         print(f"no threshold known for {ckpt}: pass --threshold (or use --best-model) to get {PREDICTED}",
               file=sys.stderr)
-    if "label" in rows.columns and (rows["label"].str.strip().str.upper() != "PASS").any():
-        try:
-            r = evaluate_inference_csv(inference_csv, out / "metric_result.json")
-        except MetricUndefinedError as exc:
-            raise InferError(str(exc)) from None
-        print(f"FAR at 100% recall: {r['value']:.2f} % (threshold {r['threshold']:.6g}) → {out / 'metric_result.json'}")
-    else:
-        print("no defect rows: FAR at 100% recall is undefined, metric_result.json not written")
+    undefined = _far_undefined(rows)
+    if undefined:
+        print(f"{undefined}: FAR at 100% recall is undefined, metric_result.json not written")
+        return 0
+    try:
+        r = evaluate_inference_csv(inference_csv, out / "metric_result.json")
+    except (MetricUndefinedError, EvaluatorInputError) as exc:
+        raise InferError(str(exc)) from None
+    print(f"FAR at 100% recall: {r['value']:.2f} % (threshold {r['threshold']:.6g}) → {out / 'metric_result.json'}")
     return 0
+
+
+def _label_problems(rows: pd.DataFrame, csv: Path) -> list[Problem]:
+    """Labels that would score as the wrong class (``OK``, ``nan``): refused before anything is written."""
+    from raypipe.workspace._labels import check_labels
+    from raypipe.workspace._problems import Collector
+
+    if "label" not in rows.columns:
+        return []
+    out = Collector(20)
+    check_labels(rows["label"], str(csv), out)
+    return out.finish()
+
+
+def _far_undefined(rows: pd.DataFrame) -> str | None:
+    """Why FAR at 100 % recall cannot be computed for these rows (None: it can)."""
+    if "label" not in rows.columns:
+        return "no label column"
+    defect = rows["label"].str.strip().str.upper() != "PASS"
+    if not defect.any():
+        return "no defect rows"
+    if defect.all():
+        return "no PASS rows"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from raypipe import pipeline_state
 from raypipe import tao_interop as ti
+from raypipe._testhook import point
 from raypipe.backends import backend_options
 from raypipe.console import fmt_duration, follow_deft, get_console, phase_heading
 from raypipe.deft.context import LoopContext, config_block
@@ -66,6 +67,14 @@ class LoopBest:
         return float(self.entry["metric_result"]["value"])
 
 
+def _registered_final(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Phase 3's winner as the DEFT state holds it once it is scored and registered (None: not yet)."""
+    entry = state.get("iterations", {}).get(FINAL_AUTOML)
+    if isinstance(entry, dict) and entry.get("stage_completed") == "evaluate" and "far_pct" in entry:
+        return entry
+    return None
+
+
 class Pipeline:
     """Runs Phase 1 → handoff → Phase 2 → Phase 3 → the deliverable for one run dir."""
 
@@ -95,8 +104,11 @@ class Pipeline:
             refresh_report(self.rd.root)  # now with the verdict and the sealed test numbers
         state = load_state(self.rd.deft_state)
         status = "complete" if ok and state.get("status") == "complete" else "failed"
-        pipeline_state.set_run_status(self.rd, status)
+        # The deliverable goes to MLflow before the run is marked complete: a resume of a complete
+        # run has nothing left to do, so nothing may remain undone after the mark.
         self._log_final_artifacts(status)
+        pipeline_state.set_run_status(self.rd, status)
+        point("complete")
         bm = self.rd.best_model
         return PipelineOutcome(status=status, run_dir=self.rd.root, best_model_json=bm if bm.is_file() else None,
                                trajectory=traj, message=self._failure_message(state) if status == "failed" else "")
@@ -135,6 +147,7 @@ class Pipeline:
                            "metric": {"name": "val_far", "value": handoff.score, "split": "validation"},
                            "mlflow_run_id": run.run_id})
         self._init_deft_state(handoff)
+        point("phase1_handoff")
         pipeline_state.mark(self.rd, "phase1", "complete", handoff=handoff.to_json(), best_val_far=handoff.score)
         return handoff
 
@@ -195,10 +208,13 @@ class Pipeline:
         if self._phase_status("phase3") == "complete":
             return
         from raypipe.deft import register_final_automl
-        from raypipe.deft.finalize import refresh_handoff
 
         state = load_state(self.rd.deft_state)
         best = self._loop_best(state)
+        if (registered := _registered_final(state)) is not None:
+            # Stopped after Phase 3's winner was registered: register it once, finish from there.
+            self._finish_phase3(best, registered)
+            return
         train_csv, train_images = self._phase3_training_set(state)
         pipeline_state.mark(self.rd, "phase3", "in_progress", warm_start=str(best.checkpoint),
                             training_csv=str(train_csv), loop_best=best.label)
@@ -217,6 +233,13 @@ class Pipeline:
         # TAO's Phase 3 handoff: the entry without an event, then the handoff files re-picked (the
         # loop's one loop_stop stands).
         register_final_automl(self.rd.deft_state, entry)
+        self._finish_phase3(best, entry)
+
+    def _finish_phase3(self, best: LoopBest, entry: dict[str, Any]) -> None:
+        """The deliverable from the registered winner, and Phase 3 marked complete (idempotent)."""
+        from raypipe.deft.finalize import refresh_handoff
+
+        point("phase3_finalize")
         refresh_handoff(self.rd.root)
         refresh_report(self.rd.root)
         regressed = self.contract.better(best.value, entry["far_pct"])

@@ -48,7 +48,14 @@ def mark(run_dir: str | Path | RunDir, phase: str, status: str, **extra: Any) ->
 
 
 def set_run_status(run_dir: str | Path | RunDir, status: str, **extra: Any) -> None:
+    """Set the run's status (``in_progress | interrupted | failed | complete``) and persist at once.
+
+    A complete run stays complete: whatever happens after it finished (a resume that fails to
+    start, a Ctrl-C while the summary prints) describes that later attempt, not the run.
+    """
     state = load(run_dir)
+    if state.get("status") == "complete" and status != "complete":
+        return
     state["status"] = status
     if status in ("complete", "failed"):
         state["completed_at"] = now_iso()

@@ -21,6 +21,7 @@ from raypipe.workspace._layout import CSV_FILES, SPEC_FILE
 if TYPE_CHECKING:
     from raypipe.budget import Timing
     from raypipe.config import RunConfig
+    from raypipe.workspace import CheckReport
 
 SECTION_TITLES = (
     "1. Workspace, host, platform",
@@ -92,8 +93,11 @@ def ray_cluster_info() -> dict[str, Any]:
     except (ImportError, RuntimeError):  # information only: no torch, or a CUDA driver problem
         pass
     ctx = ray.get_runtime_context()
+    from raypipe.feasibility import live_nodes
+
     return {"address": getattr(ctx, "gcs_address", None) or "local", "nodes": len(nodes),
-            "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0), "gpu_detail": gpus, "local_gpu": local_gpu}
+            "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0), "gpu_detail": gpus, "local_gpu": local_gpu,
+            "node_shapes": live_nodes()}
 
 
 def build_preflight(
@@ -120,19 +124,24 @@ def build_preflight(
     policy = dict(execution_policy) if execution_policy is not None else cfg.execution_policy.tao_policy()
     _host_section(pf, cfg, workspace_root, ray_info, docker_client)
     # 4. Dataset (run first among the rest: later sections need the spec)
-    report = check_workspace(workspace_root)
+    report = check_workspace(workspace_root, label_map=cfg.label_map)
     ws = report.workspace
     for problem in report.problems:
         pf.blocker(4, str(problem))
+    for problem in report.warnings:
+        pf.warn(4, str(problem))
     spec: dict[str, Any] | None = None
+    _dataset_section(pf, report)
     if ws is not None:
-        _dataset_section(pf, ws)
         spec, note = resolve_run_spec(cfg, ws.spec)
         if note:
             pf.warn(4, f"backbone substitution: {note}")
             pf.facts["backbone_substitution"] = note
         pf.facts["spec"] = spec
+        pf.facts["workspace"] = ws
+        _spec_checks(pf, cfg, spec, workspace_root, report)
         _backbone_section(pf, cfg, spec, workspace_root)
+    _feasibility(pf, cfg, ray_info)
     net = get_dotted(spec, "model.backbone.type", "?") if spec else "?"
     pf.add(1, f"network_arch: visual_changenet classify, backbone {net}")
     _policy_sections(pf, cfg, docker_client, policy)
@@ -282,42 +291,119 @@ def _estimate_section(pf: Preflight, timing: Timing) -> None:
             pf.add(8, line)
 
 
-def _dataset_section(pf: Preflight, ws: Any) -> None:
-    from raypipe.workspace import leakage_overlap, read_rows
+def _dataset_section(pf: Preflight, report: CheckReport) -> None:
+    """The dataset numbers from the workspace check's own statistics (labels mapped, nothing re-read)."""
+    st = report.stats
+    if not st.csvs:
+        return
+    names = {"train": "train", "validation": "validation", "kpi": "KPI", "test": "sealed test", "pool": "pool"}
+    pf.add(4, "rows: " + "  ".join(f"{names.get(k, k)}={c.rows}" for k, c in st.csvs.items())
+           + ("" if "pool" in st.csvs else "  pool=absent") + ("" if "test" in st.csvs else "  sealed test=absent"))
+    for which in ("kpi", "train"):
+        if which in st.csvs:
+            labels = st.csvs[which].labels
+            pf.add(4, f"{names[which]} labels: " + ", ".join(f"{k}={v}" for k, v in labels.items()))
+    if st.lights:
+        size = f"{st.image_size[0]}×{st.image_size[1]}" if st.image_size else "not set"
+        root = report.workspace.images_dir if report.workspace is not None else "?"
+        pf.add(4, f"lights: {', '.join(st.lights)}  image size: {size}  image root: {root}")
+    pf.add(4, f"images: {st.files_checked} files checked, {st.missing_file_count} missing, "
+              f"{st.unreadable_image_count} unreadable ({st.distinct_image_files} distinct files decoded or "
+              f"taken from the cache)")
+    leak = st.train_val_overlap + st.train_val_content_overlap
+    line = (f"train↔validation leakage: {leak} overlapping rows ({st.train_val_overlap} by key, "
+            f"{st.train_val_content_overlap} by image content)")
+    (pf.ok if leak == 0 else pf.add)(4, line)
+    if report.workspace is not None and report.workspace.label_map:
+        mapping = ", ".join(f"{k}→{v}" for k, v in report.workspace.label_map.items())
+        pf.add(4, f"label_map: {mapping} (the run trains on mapped copies of the CSVs in its run dir)")
+    _sealed_test_line(pf, report)
 
-    frames = {}
-    for name, path in (("train", ws.train_csv), ("validation", ws.val_csv), ("KPI", ws.kpi_csv), ("pool", ws.pool_csv)):
-        if path is not None and Path(path).is_file():
-            frames[name] = read_rows(path)
-    pf.add(4, "rows: " + "  ".join(f"{k}={len(v)}" for k, v in frames.items()) + ("" if "pool" in frames else "  pool=absent"))
-    for name in ("KPI", "train"):
-        if name in frames:
-            counts = frames[name]["label"].map(lambda s: s.strip()).value_counts()
-            pf.add(4, f"{name} labels: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    w, h = (get_dotted(ws.spec, f"dataset.classify.image_{d}", "?") for d in ("width", "height"))
-    pf.add(4, f"lights: {', '.join(ws.layout.lights)}  image size: {w}×{h}  image root: {ws.images_dir}")
-    if "train" in frames and "validation" in frames:
-        overlap = leakage_overlap(frames["train"], ws.images_dir, frames["validation"], ws.images_dir, ws.root)
-        if overlap:
-            pf.blocker(4, f"train↔validation leakage: {len(overlap)} overlapping rows (first: train row {overlap[0][0]}, "
-                          f"validation row {overlap[0][1]})")
-        else:
-            pf.ok(4, "train↔validation leakage: 0 overlapping rows")
-    pf.ok(4, "missing files: 0 (every light of every row checked)")
-    if "pool" not in frames:
-        pf.warn(4, "no mining pool (augmentation/mining_pool/mining_pool.csv): Phase 2 mines nothing, SDG only")
-    _sealed_test_line(pf, ws)
+
+def _spec_checks(pf: Preflight, cfg: RunConfig, spec: dict[str, Any], workspace_root: Path,
+                 report: CheckReport) -> None:
+    """The backend's value rules on the run spec, the loop's train_overrides and the search space bounds.
+
+    Each BLOCKER names where the bad value was written (the workspace spec file or the config
+    section) and the dotted key. A key the workspace check already reported (image size, input
+    map) is not reported twice.
+    """
+    from raypipe.backends import spec_problems, spec_value_problem
+    from raypipe.spec import nest_dotted
+
+    seen = {p.column for p in report.problems if p.file == SPEC_FILE and p.column}
+
+    def report_problems(section: int, the_spec: dict[str, Any], layer: Mapping[str, Any], layer_name: str) -> None:
+        for p in spec_problems(cfg.backend, the_spec):
+            if p.key in seen:
+                continue
+            seen.add(p.key)
+            source = f"config {layer_name}" if p.key in layer else SPEC_FILE
+            pf.blocker(section, f"{source}: key '{p.key}': {p.problem}")
+
+    report_problems(4, spec, cfg.spec_overrides, "spec_overrides")
+    if cfg.phase2.train_overrides:
+        report_problems(6, nest_dotted(dict(cfg.phase2.train_overrides), spec), cfg.phase2.train_overrides,
+                        "phase2.train_overrides")
+    if cfg.phase1.enabled or cfg.phase3.enabled:
+        _search_space_checks(pf, cfg, spec, spec_value_problem)
 
 
-def _sealed_test_line(pf: Preflight, ws: Any) -> None:
+def _search_space_checks(pf: Preflight, cfg: RunConfig, spec: dict[str, Any],
+                         value_problem: Callable[[str, str, Any], str | None]) -> None:
+    """Sweep keys must exist in the run spec and not be pinned; every bound must be a usable value."""
+    from raypipe.automl import SearchSpaceError, parse_search_space, validate_search_space
+
+    space = cfg.automl.search_space
+    try:
+        validate_search_space(space, spec, pinned_arch=None, pinned=cfg.spec_overrides)
+        params = parse_search_space(space, spec)
+    except SearchSpaceError as exc:
+        pf.blocker(5, f"config automl.search_space: {exc}")
+        return
+    for p in params:
+        values = list(p.options) if p.kind == "choice" else list(p.bounds())
+        for value in values:
+            problem = value_problem(cfg.backend, p.key, value)
+            if problem:
+                pf.blocker(5, f"config automl.search_space: key '{p.key}': a trial could sample {value!r}: {problem}")
+                break
+
+
+def _feasibility(pf: Preflight, cfg: RunConfig, ray_info: dict[str, Any] | None) -> None:
+    """Every resource request against the cluster's nodes and the node types it can scale to."""
+    from raypipe import feasibility as fz
+
+    nodes = (ray_info or {}).get("node_shapes")
+    if nodes is None:
+        return
+    res = cfg.phase2.resources
+    trial = fz.Demand("automl.resources_per_trial", *cfg.automl.resources_per_trial.as_dict().values())
+    demands = [fz.Demand("phase2.resources.train", *res.train.as_dict().values()),
+               fz.Demand("phase2.resources.cpu_stage", *res.cpu_stage.as_dict().values())]
+    sweeps = cfg.phase1.enabled or cfg.phase3.enabled
+    if sweeps:
+        demands.insert(0, trial)
+    types = fz.autoscaler_node_types(private=cfg.ray_address is None)
+    findings = fz.check(demands, nodes, types, trial=trial if sweeps else None,
+                        max_concurrent_trials=cfg.automl.max_concurrent_trials)
+    for f in findings:
+        (pf.blocker if f.level == "blocker" else pf.warn)(1, f"Ray resources: {f.text}")
+    if not findings:
+        pf.ok(1, "Ray resources: every trial and stage fits a node of the cluster")
+
+
+def _sealed_test_line(pf: Preflight, report: CheckReport) -> None:
     """The sealed test split: what the delivered model is finally judged on (or a WARN without one)."""
-    from raypipe.scoring import describe_test_split
+    from raypipe.scoring import SEALED_NOTE
 
-    if ws.test_csv is None:
+    test = report.stats.csvs.get("test")
+    if test is None:
         pf.warn(4, "no sealed test split (test/testing_set.csv): the delivered model is judged only on the KPI "
                    "set that chose it")
         return
-    pf.ok(4, describe_test_split(ws.test_csv))
+    labels = ", ".join(f"{k}={v}" for k, v in test.labels.items())
+    pf.ok(4, f"sealed test split: {test.rows} rows ({labels}); {SEALED_NOTE}")
 
 
 def resolve_run_spec(cfg: RunConfig, spec: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

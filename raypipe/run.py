@@ -7,14 +7,18 @@ Exit codes: 0 complete · 1 failed (hard stop, BLOCKER, bad input) · 2 approval
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from raypipe import pipeline_state
 from raypipe import tao_interop as ti
@@ -33,6 +37,7 @@ from raypipe.rundir import RunDir, resume_command
 from raypipe.spec import dump_spec, load_spec
 
 if TYPE_CHECKING:
+    from raypipe._lock import LockHolder, WorkspaceLock
     from raypipe.budget import Timing
     from raypipe.preflight import Preflight
     from raypipe.workspace import Workspace
@@ -101,6 +106,7 @@ def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
             raise ConfigError(f"{saved_path}: not a raypipe run dir (no config.yaml)")
         saved = read_saved_config(saved_path)
         cfg = load_config(a.config, a.overrides, base=saved, base_source=str(saved_path), extra=extra)
+        _same_workspace(a, cfg, saved, saved_path)
         before = build_config([], base=saved, base_source=str(saved_path))
         return cfg, config_digest(cfg, ignore=("ray_address",)) != config_digest(before, ignore=("ray_address",))
     config_file = a.config if a.config is not None else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.is_file() else None)
@@ -109,18 +115,121 @@ def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
     return load_config(config_file, a.overrides, extra=extra), True
 
 
+def _same_workspace(a: argparse.Namespace, cfg: RunConfig, saved: dict[str, Any], saved_path: Path) -> None:
+    """A run resumes on the workspace it was approved on: ``--workspace`` or ``workspace=`` naming
+    another one is an error, not silently ignored."""
+    recorded = Path(str(saved.get("workspace"))).resolve()
+    for flag, value in (("--workspace", a.workspace), ("workspace", cfg.workspace)):
+        if value is not None and Path(value).resolve() != recorded:
+            raise ConfigError(f"{flag} {value} is not the workspace of the run being resumed ({recorded}, recorded "
+                              f"in {saved_path}); a run resumes on its own workspace: drop {flag}, or start a "
+                              f"new run on {value} without --resume")
+
+
+def _asked_for_demo(cfg: RunConfig, a: argparse.Namespace) -> bool:
+    """The embedded demo is generated only for a plain ``python -m raypipe.run``: no --workspace, no
+    ``workspace=`` override, and the config's workspace is the package default."""
+    from raypipe.config import package_defaults
+
+    default = str(package_defaults().get("workspace"))
+    return (a.workspace is None and not any(o.split("=", 1)[0].strip() == "workspace" for o in a.overrides)
+            and Path(cfg.workspace) == Path(default))
+
+
 def _workspace(cfg: RunConfig, a: argparse.Namespace) -> Path | None:
     """The workspace root, absolute; the embedded demo is generated when the default one is missing."""
     workspace = Path(cfg.workspace)
     if a.resume or workspace.exists():
         return workspace.resolve()
-    if a.workspace is None and workspace == DEFAULT_WORKSPACE or str(workspace) in ("./workspace", "workspace"):
+    if _asked_for_demo(cfg, a) and not a.dry_run:
         from raypipe.workspace import generate_demo
 
         get_console().line(f"no workspace at {workspace}: generating the embedded demo workspace (seed 0)…")
         generate_demo(workspace, seed=0)
         return workspace.resolve()
-    get_console().line(f"workspace {workspace} does not exist", level="error")
+    hint = " (a run without --dry-run generates the embedded demo there)" if _asked_for_demo(cfg, a) else ""
+    get_console().line(f"workspace directory {workspace.absolute()} does not exist{hint}", level="error")
+    return None
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the driver, once.
+
+    Ray Tune's own SIGINT handler is turned off: it would end a sweep quietly and let the pipeline
+    go on to fail on the unfinished sweep. A second Ctrl-C while the run stops is ignored, so the
+    stop (Ray shut down, state recorded, lock released) completes.
+    """
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(rd: RunDir | None) -> int:
+    """Exit 130: the run (if it exists yet) is recorded as interrupted and resumable."""
+    if rd is None:
+        get_console().line("interrupted before the run started; nothing was written.", level="error")
+        return EXIT_INTERRUPTED
+    with contextlib.suppress(OSError, ValueError):
+        pipeline_state.set_run_status(rd, "interrupted")
+    get_console().line(f"interrupted. The run is resumable from disk: {resume_command(rd)}", level="error")
+    return EXIT_INTERRUPTED
+
+
+@dataclass
+class _Session:
+    """What this invocation holds and must let go of, however it ends."""
+
+    lock: WorkspaceLock | None = None
+
+
+def _lock_holder(workspace: Path) -> LockHolder | None:
+    """Who runs on the workspace now (a read-only probe: refuse before starting Ray or checking data)."""
+    from raypipe._lock import LockHolder, lock_status
+
+    held, holder = lock_status(workspace)
+    if not held:
+        return None
+    return holder or LockHolder(0, "?", None, "?")
+
+
+def _take_lock(workspace: Path, rd: RunDir | None, run: _Session) -> str | None:
+    """Take the workspace's run lock once the run is approved (a run refused at the gate or not
+    approved leaves no trace in the workspace). :class:`raypipe._lock.WorkspaceLockedError` when
+    another run took it meanwhile; returns the explanation of a stale lock taken over."""
+    from raypipe._lock import WorkspaceLock
+
+    run.lock = WorkspaceLock(workspace)
+    return run.lock.acquire(run_dir=rd.root if rd else None)
+
+
+def _resume_check(a: argparse.Namespace) -> int | None:
+    """``--resume RD``: the run dir's state files, before anything is read from them or written.
+    Returns an exit code when there is nothing to resume (damaged files, a complete run)."""
+    from raypipe._resume import RunDirError, check_run_dir
+
+    try:
+        facts = check_run_dir(a.resume)
+    except RunDirError as exc:
+        get_console().line(str(exc), level="error")
+        return EXIT_FAILED
+    if facts.status == "complete":
+        rd = RunDir(a.resume).resolve()
+        get_console().line(f"{rd.root}: this run is complete (deliverable: {rd.best_model}); nothing to resume. "
+                           "Start a new run without --resume.")
+        return EXIT_OK
     return None
 
 
@@ -128,6 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     a = _parser().parse_args(argv)
     _console_setup(a.verbose)
+    with _ctrl_c():
+        try:
+            return _main(a, started)
+        except KeyboardInterrupt:
+            return _interrupted(None)
+
+
+def _main(a: argparse.Namespace, started: float) -> int:
+    from raypipe._lock import WorkspaceLockedError
+    from raypipe._testhook import arm_driver
+
+    if a.resume and (code := _resume_check(a)) is not None:
+        return code
     try:
         cfg, changed = resolve_config(a)
     except ConfigError as exc:
@@ -139,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     if not a.resume:
         cfg = cfg.replace(workspace=str(workspace))
     rd = RunDir(a.resume).resolve() if a.resume else None
+    if not a.dry_run and (holder := _lock_holder(workspace)) is not None:
+        get_console().line(str(WorkspaceLockedError(workspace, holder)), level="error")
+        return EXIT_FAILED
     try:
         policy = run_policy(cfg, rd)
     except ti.PolicyError as exc:
@@ -150,10 +275,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(offline)
     from raypipe._ray import ray_session
 
-    with ray_session(cfg.ray_address, env_vars=offline, dashboard=a.dashboard, log_to_driver=a.verbose,
-                     logging_level=logging.INFO if a.verbose else logging.ERROR):
-        _show_dashboard(a.dashboard)
-        return _run(a, cfg, changed, workspace, rd, started, policy)
+    arm_driver()
+    run = _Session()
+    try:
+        with ray_session(cfg.ray_address, env_vars=offline, dashboard=a.dashboard, log_to_driver=a.verbose,
+                         logging_level=logging.INFO if a.verbose else logging.ERROR):
+            _show_dashboard(a.dashboard)
+            return _run(a, cfg, changed, workspace, rd, started, policy, run)
+    except WorkspaceLockedError as exc:
+        get_console().line(str(exc), level="error")
+        return EXIT_FAILED
+    finally:
+        if run.lock is not None:
+            run.lock.release()
 
 
 def run_policy(cfg: RunConfig, rd: RunDir | None) -> dict[str, Any]:
@@ -223,11 +357,15 @@ def _show_dashboard(wanted: bool) -> None:
 
 
 def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, rd: RunDir | None,
-         started: float, policy: dict[str, Any]) -> int:
+         started: float, policy: dict[str, Any], run: _Session) -> int:
+    from raypipe._testhook import point
+
     console = get_console()
     docker = _docker_client(cfg)
     cfg, timing = _time_model(cfg, workspace, rd, started)
     pf = _preflight(cfg, workspace, rd, docker, timing, policy)
+    if a.dry_run:
+        _lock_line(pf, workspace)
     summary = pf.render()
     gate = rd is None or changed
     if gate:
@@ -238,23 +376,40 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
     if a.dry_run:
         console.line("--dry-run: pre-flight only; nothing written.")
         return EXIT_OK
+    point("gate")
     if gate and not _approved(a):
         return EXIT_APPROVAL
-    from raypipe.workspace import load_workspace
-
-    ws = load_workspace(workspace)
-    rd, run_spec = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed, approved_by="--yes" if a.yes else
-                                    "interactive", policy=policy)
+    note = _take_lock(workspace, rd, run)
+    if note:
+        console.line(note, level="warning")
+        summary += f"\n\nWARN     {note}"
+    ws = pf.facts["workspace"]
+    rd, run_spec, ws = _prepare_run_dir(cfg, ws, rd, pf, summary, changed=changed,
+                                        approved_by="--yes" if a.yes else "interactive", policy=policy)
+    if run.lock is not None:
+        run.lock.set_run_dir(rd.root)
+    point("run_dir")
     if timing is not None:
         atomic_write_json(rd.time_plan, timing.to_json())
-    if cfg.backend == "tao":
-        # Pulls happen only now, after the gate, and only as the execution policy allows.
-        from raypipe.backends.tao import pull_image
-        from raypipe.preflight import container_images
+    try:
+        if cfg.backend == "tao":
+            # Pulls happen only now, after the gate, and only as the execution policy allows.
+            from raypipe.backends.tao import pull_image
+            from raypipe.preflight import container_images
 
-        for image in container_images(cfg):
-            pull_image(docker, image, policy)
-    return _execute(cfg, rd, ws, run_spec, started, policy)
+            for image in container_images(cfg):
+                pull_image(docker, image, policy)
+        return _execute(cfg, rd, ws, run_spec, started, policy)
+    except KeyboardInterrupt:
+        return _interrupted(rd)
+
+
+def _lock_line(pf: Preflight, workspace: Path) -> None:
+    """``--dry-run`` takes no lock; it says whether a run holds the workspace now."""
+    holder = _lock_holder(workspace)
+    if holder is not None:
+        pf.warn(1, f"workspace in use by another raypipe run: {holder.describe()}; a run started now would be "
+                   "refused")
 
 
 def _docker_client(cfg: RunConfig) -> Any:
@@ -289,7 +444,7 @@ def _time_model(cfg: RunConfig, workspace: Path, rd: RunDir | None, started: flo
     if rd is not None:
         return cfg, None
     try:
-        ws = load_workspace(workspace)
+        ws = load_workspace(workspace, label_map=cfg.label_map)
     except WorkspaceError:
         return cfg, None  # pre-flight reports the workspace's problems as BLOCKERs
     budget_s = cfg.time_budget_s
@@ -326,27 +481,38 @@ def _approved(a: argparse.Namespace) -> bool:
 
 
 def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Preflight, summary: str, *,
-                     changed: bool, approved_by: str, policy: dict[str, Any]) -> tuple[RunDir, dict[str, Any]]:
-    """A new run dir (run spec, pipeline state) or the resumed one; then the config and the approval."""
+                     changed: bool, approved_by: str, policy: dict[str, Any],
+                     ) -> tuple[RunDir, dict[str, Any], Workspace]:
+    """A new run dir (created with its starting files in one step) or the resumed one; then the
+    config, the approval and the label-mapped CSVs. Returns the workspace the phases read."""
     from raypipe.backends import stage_backbone
+    from raypipe.labelled import mapped_workspace
     from raypipe.preflight import resolve_run_spec
 
+    def write(at: RunDir, final: RunDir, run_spec: dict[str, Any] | None) -> None:
+        if run_spec is not None:
+            # Staged before run_spec.yaml is written: every phase's spec names the backbone file.
+            run_spec = stage_backbone(cfg, at.root, run_spec, final_root=final.root)
+            atomic_write_text(at.run_spec, dump_spec(run_spec))
+            pipeline_state.save(at, pipeline_state.new_state())
+        resolved = {"workspace": str(ws.root), "run_dir": str(final.root), "run_spec": str(final.run_spec),
+                    "backbone_substitution": pf.facts.get("backbone_substitution"),
+                    "config_digest": config_digest(cfg), "execution_policy": policy}
+        mapped_workspace(ws, at.labels)
+        atomic_write_text(at.config_yaml, dump_config(cfg, resolved=resolved))
+        if changed or not at.preflight_md.exists():
+            atomic_write_text(at.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
+                                                        f" ({approved_by})\n")
+
     if rd is None:
-        rd = RunDir.create(ws.root)
-        # Staged before run_spec.yaml is written: every phase's spec names the backbone file.
-        run_spec = stage_backbone(cfg, rd.root, resolve_run_spec(cfg, ws.spec)[0])
-        atomic_write_text(rd.run_spec, dump_spec(run_spec))
-        pipeline_state.save(rd, pipeline_state.new_state())
+        rd = RunDir.create(ws.root, populate=lambda staging, final: write(staging, final,
+                                                                          resolve_run_spec(cfg, ws.spec)[0]))
+        run_spec = load_spec(rd.run_spec)
     else:
         run_spec = load_spec(rd.run_spec)
-    resolved = {"workspace": str(ws.root), "run_dir": str(rd.root), "run_spec": str(rd.run_spec),
-                "backbone_substitution": pf.facts.get("backbone_substitution"), "config_digest": config_digest(cfg),
-                "execution_policy": policy}
-    atomic_write_text(rd.config_yaml, dump_config(cfg, resolved=resolved))
-    if changed or not rd.preflight_md.exists():
-        atomic_write_text(rd.preflight_md, summary + f"\n\nApproved: {datetime.now().isoformat(timespec='seconds')}"
-                                                     f" ({approved_by})\n")
-    return rd, run_spec
+        write(rd, rd, None)
+        pipeline_state.set_run_status(rd, "in_progress")
+    return rd, run_spec, mapped_workspace(ws, rd.labels, write=False)
 
 
 def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any], started: float,
@@ -368,9 +534,7 @@ def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]
         status = "FINISHED" if outcome.status == "complete" else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
-        pipeline_state.set_run_status(rd, "interrupted")
-        console.line(f"interrupted. The run is resumable from disk: {resume_command(rd)}", level="error")
-        return EXIT_INTERRUPTED
+        raise  # _run records the run as interrupted
     except Exception as exc:
         pipeline_state.set_run_status(rd, "failed", error=f"{type(exc).__name__}: {exc}")
         console.line(f"{type(exc).__name__}: {exc}. Fix the cause, then resume: {resume_command(rd)}",

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+
+from raypipe._io import _fsync_dir
 
 # -- iteration labels ----------------------------------------------------------------------------
 
@@ -393,6 +396,21 @@ PHASE_DIRS = {"phase1": "phase1_automl", "phase3": "final_automl"}
 SWEEP_NAMES = {"phase1": "phase1", "phase3": "final_automl"}
 
 
+_STAGING = ".partial"
+
+
+def _remove_dead_staging(results: Path) -> None:
+    """Remove ``.run_<TS>.<pid>.partial`` dirs whose creator no longer runs (killed while populating)."""
+    for staging in results.glob(f".run_*{_STAGING}"):
+        try:
+            pid = int(staging.name[: -len(_STAGING)].rsplit(".", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue  # not ours to judge (a foreign name, or another user's live process)
+
+
 @dataclass(frozen=True)
 class RunDir:
     """``results/run_<YYYYMMDD_HHMMSS>/`` of one pipeline run (or of ``python -m raypipe.deft run RD``)."""
@@ -406,20 +424,44 @@ class RunDir:
         return os.fspath(self.root)
 
     @staticmethod
-    def create(workspace: str | os.PathLike[str], *, now: float | None = None) -> RunDir:
-        """A new ``<workspace>/results/run_<YYYYMMDD_HHMMSS>``, created exclusively: two runs never share one."""
+    def create(workspace: str | os.PathLike[str], *, now: float | None = None,
+               populate: Callable[[RunDir, RunDir], None] | None = None) -> RunDir:
+        """A new ``<workspace>/results/run_<YYYYMMDD_HHMMSS>``, created exclusively: two runs never share one.
+
+        With ``populate(staging, final)``, the starting files are written into a hidden staging dir
+        (``results/.run_<TS>.<pid>.partial``) that is then renamed into place, so a kill at any moment
+        leaves either a run dir that ``--resume`` can read or none at all. ``final`` is the name the
+        files may refer to. Staging dirs of creators that are gone are removed first.
+        """
         import time
 
         results = Path(workspace) / "results"
         results.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(results)
         t = time.time() if now is None else now
         for _ in range(3600):
-            rd = results / f"run_{datetime.fromtimestamp(t).strftime('%Y%m%d_%H%M%S')}"
-            try:
-                rd.mkdir()
+            name = f"run_{datetime.fromtimestamp(t).strftime('%Y%m%d_%H%M%S')}"
+            rd = results / name
+            t += 1
+            if populate is None:
+                try:
+                    rd.mkdir()
+                except FileExistsError:
+                    continue
                 return RunDir(rd.resolve())
-            except FileExistsError:
-                t += 1
+            if rd.exists():
+                continue
+            staging = results / f".{name}.{os.getpid()}{_STAGING}"
+            staging.mkdir()
+            populate(RunDir(staging.resolve()), RunDir(rd.resolve()))
+            try:
+                # rename(2) onto an existing non-empty dir fails: a run dir that appeared meanwhile is kept.
+                os.rename(staging, rd)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                continue
+            _fsync_dir(results)
+            return RunDir(rd.resolve())
         raise RuntimeError(f"could not create a unique run dir under {results}")
 
     def resolve(self) -> RunDir:
@@ -441,6 +483,12 @@ class RunDir:
     @property
     def pipeline_state(self) -> Path:
         return self.root / "pipeline_state.json"
+
+    @property
+    def labels(self) -> Path:
+        """``RD/labels/``: the workspace CSVs with ``label_map`` applied (laid out as in the workspace);
+        every phase reads these when the config maps labels, and the workspace stays untouched."""
+        return self.root / "labels"
 
     @property
     def backbone_dir(self) -> Path:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 # Every Ray client in tests (driver, subprocesses, multi-node) agrees on one auth mode: Ray 2.60
 # refuses a client whose RAY_AUTH_MODE differs from the cluster's.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+# The image check and the embedding cache write under $XDG_CACHE_HOME/raypipe: tests (and the
+# subprocesses and Ray workers they start, which inherit the variable) keep theirs in a temporary
+# directory instead of the user's ~/.cache. Set before any test imports raypipe.
+_CACHE_HOME = tempfile.mkdtemp(prefix="raypipe_test_cache_")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

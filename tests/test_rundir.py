@@ -71,3 +71,26 @@ def test_create_is_exclusive(tmp_path: Path) -> None:
     assert first.root != second.root and first.root.is_dir() and second.root.is_dir()
     assert first.root.parent == (tmp_path / "results").resolve() and first.root.name.startswith("run_")
     assert resume_command(first) == f"python -m raypipe.run --resume {first.root}"
+
+
+def test_create_with_its_starting_files_in_one_step(tmp_path: Path) -> None:
+    """The run dir appears with its files or not at all: they are written under a hidden staging
+    name and renamed into place; a staging dir whose creator is gone is removed by the next creator."""
+    seen: list[tuple[Path, Path]] = []
+
+    def populate(staging: RunDir, final: RunDir) -> None:
+        seen.append((staging.root, final.root))
+        assert not final.root.exists()
+        (staging.root / "config.yaml").write_text(f"run_dir: {final.root}\n")
+
+    results = tmp_path / "results"
+    results.mkdir()
+    dead = results / ".run_20200101_000000.999999999.partial"  # no such PID
+    dead.mkdir()
+    rd = RunDir.create(tmp_path, now=0.0, populate=populate)
+    (staging, final), = seen
+    assert final == rd.root and staging.parent == rd.root.parent and staging.name.startswith(".run_")
+    assert (rd.root / "config.yaml").read_text() == f"run_dir: {rd.root}\n"
+    assert sorted(p.name for p in results.iterdir()) == [rd.root.name]
+    # the next one takes the next free name
+    assert RunDir.create(tmp_path, now=0.0, populate=populate).root != rd.root

@@ -203,6 +203,9 @@ class _EpochReporter:
     def __call__(self, m: Any) -> None:
         from ray import tune
 
+        from raypipe._testhook import point
+
+        point(f"{self.job.sweep_name}_trial")
         best = self.best
         pred = dict(m.pred_counts or {})
         key = selection_key(self.job.metric, m.val_far, m.val_loss)

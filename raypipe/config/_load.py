@@ -38,6 +38,10 @@ REMOVED_KEYS = {
                                           "identity = the sample's file path)",
 }
 
+# Top-level keys added to the schema since a run may have been started, with the value that run
+# implied: a saved ``RD/config.yaml`` without one gets it (a run from before ``label_map`` mapped no label).
+ADDED_KEYS: dict[str, Any] = {"label_map": {}}
+
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 # (layer rank, layer name): which layer set a key; a later layer has a higher rank.
@@ -207,13 +211,15 @@ def _nest_override(key: str, value: Any) -> dict[str, Any]:
 
 
 def _sources_of(path: str, sources: Mapping[str, _Source]) -> list[_Source]:
-    """The layers that set ``path``: the one that set it or a key above it, else those below it."""
+    """The layers that set ``path``: the one that set it or a key above it, and those that set a key
+    below it (an override ``label_map.OK=good`` sets a key inside a mapping the defaults set)."""
+    below = [v for k, v in sources.items() if k.startswith(path + ".")]
     probe = path
     while probe:
         if probe in sources:
-            return [sources[probe]]
+            return [sources[probe], *below]
         probe = probe.rpartition(".")[0]
-    return [v for k, v in sources.items() if k.startswith(path + ".")]
+    return below
 
 
 def _blame(keys: Iterable[str], sources: Mapping[str, _Source], default: str) -> str:
@@ -298,6 +304,8 @@ def read_saved_config(path: str | Path) -> dict[str, Any]:
     keys removed since that run was started are dropped (the latter with a warning)."""
     saved = read_layer(path)
     saved.pop("resolved", None)
+    for key, value in ADDED_KEYS.items():
+        saved.setdefault(key, copy.deepcopy(value))
     for key in REMOVED_KEYS:
         parent, _, leaf = key.rpartition(".")
         node: Any = saved

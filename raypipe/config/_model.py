@@ -327,6 +327,7 @@ class RunConfig(Node):
     """The whole run: every phase, the DEFT driver, the backends and pre-flight read this object."""
 
     workspace: Annotated[str, Field(min_length=1)]
+    label_map: dict[str, str]
     backend: Literal["builtin", "tao"]
     device: str
     seed: NonNegativeInt
@@ -344,6 +345,18 @@ class RunConfig(Node):
     tao: TaoConfig
 
     _spec_overrides = field_validator("spec_overrides")(_check_dotted_keys)
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_map(cls, value: dict[str, str]) -> dict[str, str]:
+        # The workspace check's own rules (targets must be PASS or a defect name, no clashes).
+        from raypipe.workspace import LabelMapError, normalise_label_map
+
+        try:
+            normalise_label_map(value)
+        except LabelMapError as exc:
+            raise ValueError(exc.detail) from None
+        return value
 
     @field_validator("time_budget")
     @classmethod

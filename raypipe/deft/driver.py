@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from raypipe._io import read_json
 from raypipe._ray import unwrap_task_error
+from raypipe._testhook import point
 from raypipe.deft.context import LoopContext, StageContext, config_block
 from raypipe.deft.errors import EvidenceError, HardStop
 from raypipe.deft.iteration_metrics import track_iteration
@@ -96,6 +97,7 @@ class DeftLoop:
         log.info("DEFT %s/%s", step.label, stage.name)
         try:
             evidence = stage.run(self.ctx, state, step.label)
+            point(f"deft_commit:{stage.name}")
             commit(self.rd.deft_state, step.label, stage.name, evidence, duration_s=_since(t0),
                    summary=stage.summary(state, step.label, evidence), registry=self.registry)
         except Exception as exc:  # a boundary: every stage error is a hard stop, committed and explained

@@ -21,7 +21,14 @@ import pandas as pd
 from raypipe._ray import submit_task
 from raypipe.deft._stage_io import fresh_dir
 from raypipe.deft.errors import HardStop
-from raypipe.metrics import MetricContract, MetricUndefinedError, far_at_recall, pick_best, run_evaluator
+from raypipe.metrics import (
+    EvaluatorInputError,
+    MetricContract,
+    MetricUndefinedError,
+    far_at_recall,
+    pick_best,
+    run_evaluator,
+)
 from raypipe.placement import Placement
 from raypipe.rundir import IterationDir
 
@@ -95,6 +102,15 @@ def score_histogram_png(inference_csv: Path, out_png: Path, threshold: float | N
     return out_png
 
 
+def score_inference(contract: MetricContract, csv: Path, metric_result: Path, label: str) -> dict[str, Any]:
+    """The contract's evaluator on one inference CSV; a KPI set it cannot score stops the loop with
+    the evaluator's message (it names the file and row) and what to fix, not a traceback."""
+    try:
+        return run_evaluator(contract, csv, metric_result, iter_label=label)
+    except (MetricUndefinedError, EvaluatorInputError) as exc:
+        raise HardStop("evaluate", str(exc), "the KPI set needs PASS and defect rows") from None
+
+
 def run_evaluate(*, label: str, out: IterationDir, ckpts: Mapping[str, Path | None], spec: dict[str, Any],
                  training_spec: str | Mapping[str, Any], contract: MetricContract, kpi_csv: Path, images_dir: Path,
                  backend: str, backend_options: dict[str, Any], resources: Resources | Mapping[str, float],
@@ -122,10 +138,7 @@ def run_evaluate(*, label: str, out: IterationDir, ckpts: Mapping[str, Path | No
     results: dict[str, dict[str, Any]] = {}
     for kind, csv in csvs.items():
         scored = out.inference(kind)
-        try:
-            res = run_evaluator(contract, csv, scored.metric_result, iter_label=label)
-        except MetricUndefinedError as exc:
-            raise HardStop("evaluate", str(exc), "the KPI set needs defect rows") from None
+        res = score_inference(contract, csv, scored.metric_result, label)
         thr, far = _threshold_and_far(res, csv, contract.recall_target_pct)
         score_histogram_png(csv, scored.score_histogram, thr)
         results[kind] = {"status": "complete", "metric_result": res, "threshold": thr, "far_pct": far,

@@ -3,12 +3,14 @@ running it checks the exit code, the message, the absence of a traceback, and th
 the case directory is byte-identical afterwards.
 
 Layout of a case directory (a fresh copy per case):
-    ws/        the tool's input (a demo workspace, or an inference CSV for the metrics tool)
+    ws/        the tool's input (a demo workspace, one with a finished run's deliverable, or an
+               inference CSV for the metrics tool)
     outside/   a place outside the input, for symlink targets
     out/       where a tool may write outputs (only on success, only if the tool declares it)
 
-To add a tool (like ``run --dry-run``, ``run --yes``, ``--resume``, ``infer``), add a :class:`Tool`
-to ``TOOLS`` in ``_tools.py``; every case is then one :class:`Case` entry in a test module.
+To add a tool, add a :class:`Tool` to ``TOOLS`` in ``_tools.py``; every case is then one
+:class:`Case` entry in a test module. The kill-and-resume tests (real runs stopped at named
+moments) use ``_runner.py`` instead.
 """
 
 from __future__ import annotations
@@ -87,8 +89,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def argv_for(tool: Tool, case: Case, case_dir: Path) -> list[str]:
     if case.argv is not None:
-        return [a.format(dir=case_dir) for a in case.argv]
-    return tool.argv(case_dir) + [a.format(dir=case_dir) for a in case.args]
+        return [a.replace("{dir}", str(case_dir)) for a in case.argv]
+    return tool.argv(case_dir) + [a.replace("{dir}", str(case_dir)) for a in case.args]
 
 
 def run(tool: Tool, argv: list[str], case_dir: Path, in_subprocess: bool) -> Outcome:

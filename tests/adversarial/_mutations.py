@@ -143,3 +143,97 @@ def inference_scores(rows: pd.DataFrame) -> pd.DataFrame:
     first_pass = int((~defect).to_numpy().argmax())
     df.loc[df.index[first_pass], "siamese_score"] = "0.9900"
     return df
+
+
+# -- the spec and the run dir ----------------------------------------------------------------------
+
+SPEC = "specs/baseline_spec.yaml"
+RUN_DIR = "results/run_20260101_000000"
+MODEL_DIR = "results/run_delivered"  # the ``delivered`` template's run dir (best_model.json, checkpoint, spec)
+CHECKPOINT = f"{MODEL_DIR}/baseline/train/model_epoch_000_step_00000.pth"
+
+
+def spec_value(key: str, value: object) -> Setup:
+    """Set one dotted key of the workspace spec (the file is rewritten as YAML)."""
+    def run(case: Path) -> None:
+        import yaml
+
+        from raypipe.spec import set_dotted
+
+        p = case / "ws" / SPEC
+        spec = yaml.safe_load(p.read_text())
+        set_dotted(spec, key, value)
+        p.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return run
+
+
+def run_dir(status: str = "in_progress", *, deft: bool = True) -> Setup:
+    """A run dir as the gate leaves it (config.yaml with its digest, pipeline_state.json, and a DEFT
+    state when ``deft``), recorded as ``status``: what ``--resume`` reads before anything else."""
+    def run(case: Path) -> None:
+        from raypipe import pipeline_state
+        from raypipe._io import atomic_write_json, atomic_write_text
+        from raypipe.config import config_digest, dump_config, load_config
+        from tests.conftest import REPO
+
+        ws = case / "ws"
+        rd = ws / RUN_DIR
+        cfg = load_config(REPO / "experiments" / "smoke.yaml", ["tracking.enabled=false"],
+                          extra=[("--workspace", {"workspace": str(ws)})])
+        resolved = {"workspace": str(ws), "run_dir": str(rd), "config_digest": config_digest(cfg)}
+        atomic_write_text(rd / "config.yaml", dump_config(cfg, resolved=resolved))
+        state = pipeline_state.new_state()
+        state["status"] = status
+        for phase in state["phases"].values():
+            phase["status"] = "complete" if status == "complete" else "pending"
+        atomic_write_json(rd / "pipeline_state.json", state)
+        if deft:
+            atomic_write_json(rd / "deft_state.json", {"version": 4, "status": status, "iterations": {}, "events": []})
+    return run
+
+
+def truncate(rel: str, keep: float = 0.5) -> Setup:
+    """Cut a file to ``keep`` of its bytes (a kill mid-write by a writer that is not atomic)."""
+    def run(case: Path) -> None:
+        p = case / "ws" / rel
+        data = p.read_bytes()
+        p.write_bytes(data[: int(len(data) * keep)])
+    return run
+
+
+def replace_text(rel: str, old: str, new: str) -> Setup:
+    def run(case: Path) -> None:
+        p = case / "ws" / rel
+        text = p.read_text()
+        assert old in text, f"{old!r} not in {p}"
+        p.write_text(text.replace(old, new, 1))
+    return run
+
+
+def deliver(ws: Path) -> None:
+    """What a finished run hands over, under ``ws/MODEL_DIR``: an (untrained) checkpoint of the
+    workspace spec's network, ``best_model.json`` naming it relative to the run dir, and the
+    inference spec beside it."""
+    import json
+
+    from raypipe.backends.builtin import save_untrained_checkpoint
+    from raypipe.spec import dump_spec, load_spec
+
+    spec = load_spec(ws / SPEC)
+    rd = ws / MODEL_DIR
+    save_untrained_checkpoint(spec, ws / CHECKPOINT)
+    (rd / "best_model_inference_spec.yaml").write_text(dump_spec(spec))
+    (rd / "best_model.json").write_text(json.dumps({"checkpoint": str(Path(CHECKPOINT).relative_to(MODEL_DIR)),
+                                                    "threshold": 0.5, "iteration": "baseline"}))
+
+
+def checkpoint_of(key: str, value: object) -> Setup:
+    """Replace the delivered checkpoint by one of another network (``key`` set to ``value``)."""
+    def run(case: Path) -> None:
+        from raypipe.backends.builtin import save_untrained_checkpoint
+        from raypipe.spec import load_spec, set_dotted
+
+        spec = load_spec(case / "ws" / SPEC)
+        set_dotted(spec, key, value)
+        save_untrained_checkpoint(spec, case / "ws" / CHECKPOINT)
+    return run

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from ._harness import Outcome, Tool
 
@@ -63,6 +65,41 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _run_main(argv: list[str]) -> int:
+    """``python -m raypipe.run`` in this process (the module's Ray session is reused, not restarted)."""
+    from raypipe.run import main
+
+    return main(argv)
+
+
+def _infer_main(argv: list[str]) -> int:
+    from raypipe.infer import main
+
+    return main(argv)
+
+
+def run_argv(*mode: str) -> Callable[[Path], list[str]]:
+    def argv(d: Path) -> list[str]:
+        from tests.conftest import REPO
+
+        return ["--config", str(REPO / "experiments" / "smoke.yaml"), "--workspace", str(d / "ws"), *mode,
+                "tracking.enabled=false"]
+    return argv
+
+
+def _resume_argv(d: Path) -> list[str]:
+    from ._mutations import RUN_DIR
+
+    return ["--resume", str(d / "ws" / RUN_DIR)]
+
+
+def _infer_argv(d: Path) -> list[str]:
+    from ._mutations import MODEL_DIR
+
+    return ["--best-model", str(d / "ws" / MODEL_DIR / "best_model.json"), "--csv", str(d / "ws" / "kpi" /
+            "testing_set.csv"), "--images-dir", str(d / "ws" / "images"), "--output-dir", str(d / "out")]
+
+
 TOOLS = {
     "check": Tool("check", "raypipe.workspace", "workspace", lambda d: ["check", str(d / "ws")], _all_lines,
                   _check_main),
@@ -75,4 +112,9 @@ TOOLS = {
     "evaluate": Tool("evaluate", "", "inference",
                      lambda d: [str(d / "ws" / "inference.csv"), str(d / "out" / "metric_result.json")],
                      _first_line, _evaluate, writes=("out/",)),
+    # The run's gate: in-process, on the session's Ray; nothing may change, success included.
+    "dry_run": Tool("dry_run", "raypipe.run", "workspace", run_argv("--dry-run"), _all_lines, _run_main),
+    "run_yes": Tool("run_yes", "raypipe.run", "workspace", run_argv("--yes"), _all_lines, _run_main),
+    "resume": Tool("resume", "raypipe.run", "workspace", _resume_argv, _all_lines, _run_main),
+    "infer": Tool("infer", "raypipe.infer", "delivered", _infer_argv, _first_line, _infer_main, writes=("out/",)),
 }

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ._harness import Case, argv_for, run, snapshot, verify
-from ._mutations import inference_scores
+from ._mutations import deliver, inference_scores
 from ._tools import TOOLS
 
 _TABLE: list[tuple[str, str, int | None, str]] = []
@@ -35,7 +35,8 @@ def _private_image_cache(_cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture(scope="session")
 def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``workspace``: a scale-0.02 demo (every split has every defect kind) plus a sealed test split
-    (half of each KPI label's rows); ``inference``: an inference CSV of the demo's KPI rows."""
+    (half of each KPI label's rows); ``inference``: an inference CSV of the demo's KPI rows;
+    ``delivered``: the workspace with a finished run's deliverable (for ``infer``)."""
     from raypipe.workspace import (
         CSV_FILES,
         TEST_CSV,
@@ -53,7 +54,10 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     inference = root / "inference"
     inference.mkdir()
     inference_scores(kpi).to_csv(inference / "inference.csv", index=False)
-    return {"workspace": ws, "inference": inference}
+    delivered = root / "delivered"
+    shutil.copytree(ws, delivered)
+    deliver(delivered)
+    return {"workspace": ws, "inference": inference, "delivered": delivered}
 
 
 @pytest.fixture

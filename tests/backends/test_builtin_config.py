@@ -123,9 +123,9 @@ def test_optimiser_from_spec(name: str, cls: type) -> None:
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("train.optim.optim", "lamb", "adamw, adam or sgd"),
-    ("train.optim.policy", "cosine", "linear or step"),
-    ("train.classify.loss", "contrastive", "'ce'"),
+    ("train.optim.optim", "lamb", "one of adamw, adam, sgd"),
+    ("train.optim.policy", "cosine", "one of linear, step"),
+    ("train.classify.loss", "contrastive", "one of ce, got 'contrastive'"),
     ("train.classify.cls_weight", [1.0], r"\[w_pass, w_defect\]"),
 ])
 def test_bad_train_values_name_the_key(key: str, value: object, match: str) -> None:

@@ -13,6 +13,7 @@ from raypipe.backends.builtin._config import (
     SpecValueError,
     architecture_from_spec,
     resolve_backbone,
+    spec_problems,
 )
 from raypipe.backends.builtin._data import ImageDataError, sampler_weights
 from raypipe.backends.builtin._engine import lr_at_epoch
@@ -28,5 +29,5 @@ __all__ = [
     "DEFAULT_BACKBONE", "SUPPORTED_BACKBONES", "UNTRAINED_EMBED_SEED", "BuiltinTrainer", "CheckpointError",
     "ImageDataError", "SpecValueError", "architecture_from_spec", "checkpoint_matches_spec",
     "default_num_threads", "lr_at_epoch", "read_checkpoint_architecture", "resolve_backbone",
-    "sampler_weights", "save_untrained_checkpoint",
+    "sampler_weights", "save_untrained_checkpoint", "spec_problems",
 ]

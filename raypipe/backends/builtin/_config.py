@@ -2,14 +2,18 @@
 
 The spec stays a plain nested dict everywhere else; here it is read once, at the boundary, into small
 dataclasses with TAO's defaults filled in, so the training loop never guesses at a missing key.
+:func:`spec_problems` is the same reading done for the pre-flight gate: every bad value at once,
+each with its dotted key, instead of the first one failing inside a training task.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from raypipe.backends._spec_rules import COMMON_RULES, Check, SpecProblem, check_rules, integer, one_of
 from raypipe.spec import ARCHITECTURE_KEYS, get_dotted, set_dotted
 from raypipe.workspace._rows import ImageLayout
 
@@ -38,6 +42,52 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
 
 class SpecValueError(ValueError):
     """A spec value the built-in backend cannot use; the message names the dotted key."""
+
+
+def _right_angles(value: Any) -> str | None:
+    angles = value if isinstance(value, (list, tuple)) else [value]
+    bad = [a for a in angles if integer(a) is None or (integer(a) or 0) % 90]
+    # Only multiples of 90 keep capture and golden pixel-aligned without resampling.
+    return f"only multiples of 90 are supported, got {bad}" if bad else None
+
+
+# What only the built-in backend cannot do (TAO's own choices are wider).
+BUILTIN_RULES: dict[str, Check] = {
+    "train.classify.loss": one_of("ce"),
+    "train.optim.optim": one_of("adamw", "adam", "sgd"),
+    "train.optim.policy": one_of("linear", "step"),
+    "dataset.classify.augmentation_config.random_rotate.angle_list": _right_angles,
+}
+RULES: dict[str, Check] = {**COMMON_RULES, **BUILTIN_RULES}
+_KEY = re.compile(r"^((?:[A-Za-z_]+\.)+[A-Za-z_]+)")
+
+
+def _require_rules(spec: dict[str, Any]) -> None:
+    """Refuse a spec that breaks a value rule (the training task's last line of defence)."""
+    problems = check_rules(spec, RULES)
+    if problems:
+        raise SpecValueError("; ".join(str(p) for p in problems))
+
+
+def spec_problems(spec: dict[str, Any]) -> list[SpecProblem]:
+    """Every value the built-in backend cannot train with, each with its dotted key.
+
+    The rules first; when they pass, the backend's own readers (which also check what the rules
+    cannot: ``num_input`` against ``input_map``, a grid map's cells, the backbone) — the very code
+    a training task runs, so the gate and the task never disagree.
+    """
+    problems = check_rules(spec, RULES)
+    if problems:
+        return problems
+    try:
+        ModelConfig.from_architecture(architecture_from_spec(spec))
+        data_from_spec(spec)
+        train_from_spec(spec)
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        m = _KEY.match(text)
+        problems.append(SpecProblem(m.group(1), text[m.end():].lstrip(" :")) if m else SpecProblem("spec", text))
+    return problems
 
 
 def _get(spec: dict[str, Any], key: str, default: Any) -> Any:
@@ -232,6 +282,7 @@ def augment_from_spec(spec: dict[str, Any]) -> AugmentConfig:
 
 
 def data_from_spec(spec: dict[str, Any]) -> DataConfig:
+    _require_rules(spec)
     arch = architecture_from_spec(spec)
     aug = _section(spec, "dataset.classify.augmentation_config")
     fpr = get_dotted(spec, "dataset.classify.fpratio_sampling", None)
@@ -254,6 +305,7 @@ def data_from_spec(spec: dict[str, Any]) -> DataConfig:
 
 
 def train_from_spec(spec: dict[str, Any]) -> TrainConfig:
+    _require_rules(spec)
     epochs = int(_get(spec, "train.num_epochs", 1))
     loss = str(_get(spec, "train.classify.loss", "ce")).lower()
     if loss != "ce":

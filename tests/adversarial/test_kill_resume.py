@@ -1,0 +1,128 @@
+"""Kill anywhere: one smoke run stopped at ten moments by SIGKILL (four in its start-up: the first
+second, the gate, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued
+with ``--resume``, until it completes; two runs on one workspace.
+
+One chain shares one pipeline run (a smoke run costs minutes on 2 cores): kill at moment 1, start
+again or resume and kill at moment 2, … , and finally resume to completion. After every kill the
+state files must be readable and consistent; at the end the run must be exactly as complete as an
+uninterrupted one (no lost or duplicated events, trials or training rows), and every file of the
+workspace outside ``results/`` byte-identical to before.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.run._artifacts import check_complete_run, find_run_dir
+
+from ._harness import TRACEBACK, snapshot
+from ._runner import TIMEOUT, Runner, check_consistent, read_json, run_args
+
+pytestmark = pytest.mark.slow
+
+
+def _outside_results(ws: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(ws).items() if k != "results" and not k.startswith("results/")}
+
+
+def _second_run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "raypipe.run", *args], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=TIMEOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace
+    before = _outside_results(ws)
+    runner = Runner(tmp_path, tmp_path / "runs.log")
+    new = run_args(ws)
+    try:
+        # 0. In its first second (the interpreter starting, imports): nothing is left behind.
+        untouched = snapshot(ws)
+        runner.kill_when(new, lambda: True, "the start")
+        assert snapshot(ws) == untouched
+
+        # 1. During the gate (Ray up, every check done, nothing approved): nothing is left behind.
+        runner.kill_at(new, "gate")
+        assert not list((ws / "results").glob("run_*")) if (ws / "results").exists() else True
+
+        # 2. Right after the run dir appeared: it holds every starting file, and no staging dir is left.
+        runner.kill_at(new, "run_dir")
+        rd = find_run_dir(ws)
+        for name in ("config.yaml", "run_spec.yaml", "pipeline_state.json", "preflight.md"):
+            assert (rd / name).is_file(), name
+        assert not [p.name for p in (ws / "results").iterdir() if p.name.endswith(".partial")]
+        check_consistent(rd)
+        resume = run_args(ws, "--resume", str(rd))[4:]  # --yes --resume RD (the workspace comes from RD)
+
+        # 3. While MLflow's store is being created (its first seconds).
+        mlruns = tmp_path / "mlruns"
+        out = runner.kill_when(resume, lambda: any(mlruns.glob(".mlflow.db.*.creating")), "the MLflow store creation")
+        assert "stale workspace lock taken over" in out and "is gone" in out, out[-3000:]
+        check_consistent(rd)
+
+        # 4. During Phase 1's first trial (in a Ray worker: the whole run goes down).
+        runner.kill_at(resume, "phase1_trial")
+        assert check_consistent(rd)["phases"]["phase1"]["status"] == "in_progress"
+
+        # 5. At the Phase 1 → 2 handoff: spec, checkpoint and DEFT state written, Phase 1 not marked.
+        runner.kill_at(resume, "phase1_handoff")
+        assert check_consistent(rd)["phases"]["phase1"]["status"] == "in_progress"
+        assert (rd / "deft_state.json").is_file()
+
+        # 6. Mid-DEFT: the SDG stage did its work, its evidence is not committed.
+        runner.kill_at(resume, "deft_commit:anomalygen")
+        check_consistent(rd)
+
+        # 7. During Phase 3: a refinement trial is training.
+        runner.kill_at(resume, "final_automl_trial")
+        assert check_consistent(rd)["phases"]["phase3"]["status"] == "in_progress"
+
+        # Ctrl-C at the final scoring, with a second run and a second resume against the held lock
+        # (two real processes).
+        marker = tmp_path / "paused"
+        proc = runner.pause_at(resume, "phase3_finalize", marker)
+        me = proc.pid
+        second = _second_run(new, tmp_path)
+        assert second.returncode == 1, second.stdout[-2000:] + second.stderr[-2000:]
+        refusal = second.stderr
+        assert "in use by another raypipe run" in refusal and f"PID {me}" in refusal, refusal
+        assert f"host {socket.gethostname()}" in refusal and str(rd) in refusal, refusal
+        assert len(list((ws / "results").glob("run_*"))) == 1, "the refused run created a run dir"
+        again = _second_run(resume, tmp_path)
+        assert again.returncode == 1 and f"PID {me}" in again.stderr, again.stderr
+        m = runner.mark()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=TIMEOUT) == 130
+        out = runner.output_since(m)
+        assert TRACEBACK not in out, out[-4000:]
+        assert f"python -m raypipe.run --resume {rd}" in out
+        assert check_consistent(rd)["status"] == "interrupted"
+
+        # 8. During final scoring (again): Phase 3's winner is registered, the deliverable not yet written.
+        out = runner.kill_at(resume, "phase3_finalize")
+        assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
+        check_consistent(rd)
+
+        # 9. After the run was marked complete, before its MLflow run was closed.
+        runner.kill_at(resume, "complete")
+        assert check_consistent(rd)["status"] == "complete"
+
+        # A complete run is never redone or downgraded: --resume says so and changes nothing.
+        done = snapshot(rd)
+        rc, out = runner.finish(resume)
+        assert rc == 0 and "this run is complete" in out, out[-3000:]
+        assert snapshot(rd) == done
+    finally:
+        runner.cleanup()
+    state = check_complete_run(rd)
+    # Every interrupted stage was redone exactly once; every Phase 1 and Phase 3 trial is listed once.
+    assert sum(1 for e in state["events"] if e["stage"] == "anomalygen" and e["status"] == "ok") == 1
+    assert read_json(rd / "pipeline_state.json")["status"] == "complete"
+    assert _outside_results(ws) == before, "the run wrote into the workspace outside results/"
