@@ -1,4 +1,5 @@
-"""End to end: ``python -m raypipe.run`` on the smoke profile, and SIGKILL + ``--resume`` in each phase.
+"""End to end: ``python -m raypipe.run`` on the smoke profile (SIGKILL + ``--resume`` at every moment of a
+run: ``tests/adversarial/test_kill_resume.py``).
 
 One smoke run (the session fixture ``smoke_run``) serves every check of a finished run: its artifacts, the
 delivered model on new data, the sealed test split, MLflow, a resume of its final scoring, and a
@@ -8,19 +9,15 @@ second identical run that must reproduce it (determinism).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, SmokeRun, run_smoke
-from tests.run._artifacts import check_complete_run, find_run_dir
+from tests.conftest import SmokeRun, run_smoke
+from tests.run._artifacts import check_complete_run
 from tests.run._mlflow_checks import check_outcome, check_store
 from tests.tracking._server import post_json, running_mlflow_server
 
@@ -30,39 +27,6 @@ TIMEOUT = 900
 
 def _cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "raypipe.run", *args]
-
-
-def _popen(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    # A new session so that the test can clean up everything the run started (Ray's own processes).
-    return subprocess.Popen(args, cwd=cwd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-
-
-def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run exited ({proc.returncode}) before {what}")
-        time.sleep(0.2)  # polling interval of a bounded wait, not synchronisation by sleeping
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 @pytest.fixture
@@ -200,36 +164,3 @@ def test_resume_of_an_unscored_run_scores_only_what_is_missing(smoke: SmokeRun) 
     assert sorted(r["what"] for r in new) == ["test/iter1", "test/phase3_best"]  # no phase ran again
     assert len(json.loads((rd / "deft_state.json").read_text())["events"]) == events
     assert json.loads((rd / "trajectory.json").read_text())["rows"] == before["rows"]
-
-
-def test_sigkill_in_each_phase_then_resume(tiny_workspace, tmp_path):
-    log = tmp_path / "run.log"
-    args = _cmd("--config", str(REPO / "experiments" / "smoke.yaml"), "--workspace", str(tiny_workspace), "--yes")
-    proc = _popen(args, tmp_path, log)
-    try:
-        # Phase 1: at least one trial has reported, but the sweep is not finished.
-        _wait_for(lambda: (tiny_workspace / "results").exists() and any(
-            (tiny_workspace / "results").glob("run_*/phase1_automl/*/*/progress.csv")), proc, "a Phase 1 trial")
-        _kill(proc)
-        rd = find_run_dir(tiny_workspace)
-        assert _json(rd / "pipeline_state.json")["phases"]["phase1"]["status"] == "in_progress"
-
-        # Phase 2: killed in the middle of the first iteration.
-        proc = _popen(_cmd("--resume", str(rd)), tmp_path, log)
-        _wait_for(lambda: any(e.get("stage") == "anomalygen" for e in _json(rd / "deft_state.json").get("events", [])),
-                  proc, "the iter1 anomalygen commit")
-        _kill(proc)
-
-        # Phase 3: a refinement trial has started.
-        proc = _popen(_cmd("--resume", str(rd)), tmp_path, log)
-        _wait_for(lambda: _json(rd / "pipeline_state.json").get("phases", {}).get("phase3", {}).get("status")
-                  == "in_progress" and any((rd / "final_automl").glob("*/*/progress.csv")), proc, "a Phase 3 trial")
-        _kill(proc)
-
-        proc = _popen(_cmd("--resume", str(rd)), tmp_path, log)
-        assert proc.wait(timeout=TIMEOUT) == 0, log.read_text()[-4000:]
-    finally:
-        _kill(proc)
-    state = check_complete_run(rd)
-    # The interrupted stage was redone once: exactly one ok event per (iteration, stage).
-    assert sum(1 for e in state["events"] if e["stage"] == "anomalygen" and e["status"] == "ok") == 1
