@@ -225,12 +225,23 @@ def _resume_check(a: argparse.Namespace) -> int | None:
     except RunDirError as exc:
         get_console().line(str(exc), level="error")
         return EXIT_FAILED
-    if facts.status == "complete":
-        rd = RunDir(a.resume).resolve()
+    rd = RunDir(a.resume).resolve()
+    if facts.status == "complete" and not _owes_scoring(rd):
         get_console().line(f"{rd.root}: this run is complete (deliverable: {rd.best_model}); nothing to resume. "
                            "Start a new run without --resume.")
         return EXIT_OK
     return None
+
+
+def _owes_scoring(rd: RunDir) -> bool:
+    """A complete run whose sealed-test scoring is missing (stopped while it ran, or its outputs
+    removed): ``--resume`` scores what is missing and changes nothing else."""
+    from raypipe.scoring import unscored_steps
+
+    try:
+        return bool(unscored_steps(rd))
+    except (OSError, ValueError, KeyError):  # whatever is wrong with it, the run itself is complete
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -246,6 +246,15 @@ def read_sealed_results(rd: RunDir) -> dict[str, dict[str, Any]]:
     return found
 
 
+def unscored_steps(rd: RunDir) -> list[str]:
+    """The trajectory steps a complete run still owes the sealed test split (empty when the
+    workspace has none): what ``--resume`` of a complete run still has to do."""
+    if rd.trajectory.is_file() and (read_json(rd.trajectory).get("sealed_test") or {}).get("status") == "absent":
+        return []
+    done = read_sealed_results(rd)
+    return [s.step for s in scoring_plan(rd) if s.step not in done]
+
+
 def record_on_best_model(rd: RunDir, trajectory: Mapping[str, Any]) -> dict[str, Any] | None:
     """Copy the delivered row's ``test_far_pct`` / ``test_auroc`` into ``best_model.json`` (dropped
     when the row has none, so a re-finalized deliverable never keeps another model's numbers)."""
@@ -272,4 +281,5 @@ def describe_test_split(csv: Path | None) -> str:
 
 
 __all__ = ["ROW_KEYS", "SEALED_NOTE", "THRESHOLD_KEYS", "ScoreStep", "ScoringError", "SealedTestOutcome",
-           "describe_test_split", "read_sealed_results", "record_on_best_model", "score_sealed_test", "scoring_plan"]
+           "describe_test_split", "read_sealed_results", "record_on_best_model", "score_sealed_test", "scoring_plan",
+           "unscored_steps"]

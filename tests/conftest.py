@@ -26,6 +26,18 @@ os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
 atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A test that calls ``raypipe.run.main`` in-process leaves the run's environment (the execution
+    policy's offline variables) behind; later tests, and the subprocesses they start, must not
+    inherit it."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_workspace_template(tmp_path_factory) -> Path:
     """One tiny demo workspace per test session; tests copy it (``tiny_workspace``) before mutating."""

@@ -222,7 +222,9 @@ def test_real_phase1_sweep_spreads_over_both_nodes(cluster: Cluster, demo_ws: Pa
 # The smoke profile on the cluster: 4 half-GPU Phase 1 trials (two per worker, sharing its GPU),
 # whole-GPU DEFT training/inference/embedding, no MLflow (not what this test is about).
 PIPELINE_OVERRIDES = ["automl.resources_per_trial.gpu=0.5", "automl.max_concurrent_trials=4",
-                      "phase1.automl_max_recommendations=4", "phase2.resources.train.gpu=1", "tracking.enabled=false"]
+                      "phase1.automl_max_recommendations=4", "phase2.resources.train.gpu=1", "tracking.enabled=false",
+                      # embed the pool now, whatever an earlier test left in the session's cache
+                      "phase2.mining_filter.cache.enabled=false"]
 PIPELINE_TIMEOUT_S = 300
 GPU_STAGES = ("/train", "/embed")  # + "<label>/inference/<kind>"; CPU stages: rca, routing, anomalygen, data_merge
 CPU_STAGES = ("/rca", "/routing", "/anomalygen", "/data_merge")

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ from raypipe.deft.errors import HardStop
 from raypipe.embedding import Embedder, EmbeddingCache, EmbedStats, embed_rows
 from raypipe.rundir import MiningDir
 from raypipe.workspace._rows import PASS, REQUIRED_COLUMNS, normalise_label, read_rows, write_rows
+
+if TYPE_CHECKING:
+    from raypipe.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +68,13 @@ class Embedding:
     cache: EmbeddingCache | None = None
     workers: int = 0  # 0: in this process
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    placement: Placement | None = None  # where each embedding task records itself
 
     def rows(self, rows: pd.DataFrame, images_dir: Path, what: str) -> tuple[np.ndarray, EmbedStats]:
         """``embed_rows`` with errors turned into a hard stop naming ``what`` was being embedded."""
         try:
             return embed_rows(self.embedder, rows, Path(images_dir), cache=self.cache, workers=self.workers,
-                              resources=self.resources)
+                              resources=self.resources, placement=self.placement)
         except ValueError as exc:  # unreadable image, malformed vectors (a Ray task's error is one too)
             raise HardStop(STAGE, f"embedding {what} with {self.embedder.name} failed: {exc}",
                            "fix or remove the named image, or choose another phase2.mining_filter.embedder") from None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ import pandas as pd
 from raypipe.embedding._base import Embedder
 from raypipe.embedding._cache import EmbeddingCache, row_content_keys
 from raypipe.workspace._rows import ImageLayout
+
+if TYPE_CHECKING:
+    from raypipe.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,19 @@ def chunk_size(n_rows: int, workers: int) -> int:
     return int(min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(n_rows / max(1, 4 * workers)))))
 
 
+def _placed(placement: Placement | None, fn: Callable[..., T], first: Any, rows: pd.DataFrame, images_dir: Path) -> T:
+    """One chunk's task: where it ran goes to the run's placement record, then the work."""
+    if placement is not None:
+        placement.record({"rows": len(rows)})
+    return fn(first, rows, images_dir)
+
+
 def _run_chunks(fn: Callable[..., T], first: Any, rows: pd.DataFrame, images_dir: Path, *, workers: int,
-                chunk: int, resources: dict[str, float], on_result: Callable[[int, T], None]) -> int:
+                chunk: int, resources: dict[str, float], on_result: Callable[[int, T], None],
+                placement: Placement | None = None) -> int:
     """Apply ``fn(first, rows_chunk, images_dir)`` to consecutive chunks; ``on_result(start, value)`` per
-    chunk as it finishes. At most ``workers`` Ray tasks run at once; ``workers=0``: in this process."""
+    chunk as it finishes. At most ``workers`` Ray tasks run at once; ``workers=0``: in this process.
+    Each Ray task records itself under ``placement`` (when given)."""
     starts = list(range(0, len(rows), chunk))
     if workers <= 0:
         for s in starts:
@@ -78,14 +90,14 @@ def _run_chunks(fn: Callable[..., T], first: Any, rows: pd.DataFrame, images_dir
     if not ray.is_initialized():
         raise RuntimeError("embed_rows(workers>=1) needs Ray initialised by the caller "
                            "(ray.init(address='local') or the cluster's address)")
-    task = ray.remote(fn).options(num_cpus=resources.get("cpu", 1.0), num_gpus=resources.get("gpu", 0.0))
+    task: Any = ray.remote(_placed).options(num_cpus=resources.get("cpu", 1.0), num_gpus=resources.get("gpu", 0.0))
     first_ref = ray.put(first)  # one copy of the embedder in the object store, not one per task
     pending: dict[Any, int] = {}
     queue = list(starts)
     while queue or pending:
         while queue and len(pending) < workers:
             s = queue.pop(0)
-            pending[task.remote(first_ref, rows.iloc[s:s + chunk], images_dir)] = s
+            pending[task.remote(placement, fn, first_ref, rows.iloc[s:s + chunk], images_dir)] = s
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             on_result(pending.pop(ref), ray.get(ref))
@@ -94,14 +106,15 @@ def _run_chunks(fn: Callable[..., T], first: Any, rows: pd.DataFrame, images_dir
 
 def embed_rows(embedder: Embedder, rows: pd.DataFrame, images_dir: Path, *, cache: EmbeddingCache | None = None,
                workers: int = 0, resources: dict[str, float] | None = None,
-               chunk_rows: int | None = None) -> tuple[np.ndarray, EmbedStats]:
+               chunk_rows: int | None = None, placement: Placement | None = None) -> tuple[np.ndarray, EmbedStats]:
     """``(len(rows), d)`` float32 in row order, and what it took.
 
     With a ``cache`` the rows' content keys are computed first (chunked over the same workers:
     hashing reads every image once), cached vectors are reused, each distinct content is embedded
     once, and every finished chunk is written to the cache at once (a killed run keeps what it
     finished).
-    ``resources``: per task, ``{"cpu": 1, "gpu": 0}`` by default.
+    ``resources``: per task, ``{"cpu": 1, "gpu": 0}`` by default. ``placement``: where each embedding
+    task records itself (``RD/placement.jsonl``; hashing tasks are not recorded).
     """
     t0 = time.perf_counter()
     images_dir = Path(images_dir)
@@ -115,7 +128,7 @@ def embed_rows(embedder: Embedder, rows: pd.DataFrame, images_dir: Path, *, cach
     if cache is None:
         parts: dict[int, np.ndarray] = {}
         n_chunks = _run_chunks(_embed_chunk, embedder, rows, images_dir, workers=workers, chunk=chunk,
-                               resources=res, on_result=parts.__setitem__)
+                               resources=res, on_result=parts.__setitem__, placement=placement)
         out = (np.concatenate([parts[s] for s in sorted(parts)]) if parts
                else embedder.embed(rows.iloc[:0], images_dir))
         return out, EmbedStats(n, 0, 0, n, workers, n_chunks, time.perf_counter() - t0)
@@ -143,7 +156,7 @@ def embed_rows(embedder: Embedder, rows: pd.DataFrame, images_dir: Path, *, cach
         vectors.update(batch)
 
     n_chunks = _run_chunks(_embed_chunk, embedder, todo, images_dir, workers=workers, chunk=chunk,
-                           resources=res, on_result=store) if len(todo) else 0
+                           resources=res, on_result=store, placement=placement) if len(todo) else 0
     if n == 0:
         out = embedder.embed(rows, images_dir)
     else:

@@ -1,4 +1,4 @@
-"""Kill anywhere: one smoke run stopped at ten moments by SIGKILL (four in its start-up: the first
+"""Kill anywhere: one smoke run stopped at nine moments by SIGKILL (four in its start-up: the first
 second, the gate, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued
 with ``--resume``, until it completes; two runs on one workspace.
 
@@ -50,7 +50,7 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
 
         # 1. During the gate (Ray up, every check done, nothing approved): nothing is left behind.
         runner.kill_at(new, "gate")
-        assert not list((ws / "results").glob("run_*")) if (ws / "results").exists() else True
+        assert not list(ws.glob("results/run_*"))
 
         # 2. Right after the run dir appeared: it holds every starting file, and no staging dir is left.
         runner.kill_at(new, "run_dir")
@@ -105,13 +105,9 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         assert f"python -m raypipe.run --resume {rd}" in out
         assert check_consistent(rd)["status"] == "interrupted"
 
-        # 8. During final scoring (again): Phase 3's winner is registered, the deliverable not yet written.
-        out = runner.kill_at(resume, "phase3_finalize")
+        # 8. After the run was marked complete, before its MLflow run was closed.
+        out = runner.kill_at(resume, "complete")
         assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
-        check_consistent(rd)
-
-        # 9. After the run was marked complete, before its MLflow run was closed.
-        runner.kill_at(resume, "complete")
         assert check_consistent(rd)["status"] == "complete"
 
         # A complete run is never redone or downgraded: --resume says so and changes nothing.

@@ -125,7 +125,11 @@ def test_a_centred_sweep_does_not_draw_its_centre_again(algorithm: str, tmp_path
         centred = [centre_point(params, p, BASE) for p in points]
         space, searcher, _, _ = _search(cfg, params, centred, 1, tmp_path / f"{phase}.jsonl")
         searcher.set_search_properties("score", "min", space)
-        return [searcher.suggest(f"{phase}_{i}") for i in range(n)]
+        drawn = []
+        for i in range(n):  # one at a time, each told before the next (suggestions come in batches)
+            drawn.append(searcher.suggest(f"{phase}_{i}"))
+            searcher.on_trial_complete(f"{phase}_{i}", {"score": float(i)})
+        return drawn
 
     for winner in suggestions("phase1", [], 3):  # whichever Phase 1 trial wins
         first, *rest = suggestions("phase3", [winner], 4)

@@ -171,7 +171,7 @@ def test_validation_without_defects_is_refused(trainer, tiny_ws, tmp_path) -> No
 
 
 def test_zero_epochs_is_a_failure(trainer, tiny_ws, tmp_path) -> None:
-    with pytest.raises(TrainingError, match="zero"):
+    with pytest.raises(TrainingError, match="num_epochs: must be ≥ 1, got 0"):
         trainer.train(nest_dotted({"train.num_epochs": 0}, tiny_ws.spec), tiny_ws.train_csv, tiny_ws.val_csv,
                       tmp_path, images_dir=tiny_ws.images_dir)
 

@@ -71,7 +71,7 @@ class DataMiningStage(Stage):
             selection=SelectionConfig(mf.top_k_per_target, mf.min_similarity, mf.label_mode, history_aware=True),
             history_path=ctx.rd.mining_history, resolved_pool_csv=Path(resolved), iteration=iteration_number(label),
             validation_csv=inputs.val_csv, validation_images_dir=inputs.images_dir, sdg_rows_csv=sdg_rows),
-            embedding=embedding_for(ctx, state))
+            embedding=embedding_for(ctx, state, label))
 
     def check(self, state: Mapping[str, Any], label: str, evidence: dict[str, Any]) -> None:
         count = evidence["mining_mined_count"]
@@ -99,7 +99,7 @@ class DataMiningStage(Stage):
         return f"mined {evidence['mining_mined_count']} novel pool rows"
 
 
-def embedding_for(ctx: StageContext, state: Mapping[str, Any]) -> Embedding:
+def embedding_for(ctx: StageContext, state: Mapping[str, Any], label: str) -> Embedding:
     """The configured embedder, its content cache and its Ray tasks (``phase2.resources.train`` each).
 
     ``model`` embeds with the best checkpoint so far (its vectors, and so its cache entries, change
@@ -129,4 +129,5 @@ def embedding_for(ctx: StageContext, state: Mapping[str, Any]) -> Embedding:
                                           f"{root}, which a run never writes", "set it outside the workspace, or "
                                                                                 "null for the user cache dir")
         cache = EmbeddingCache(cache_dir, embedder)
-    return Embedding(embedder, cache, workers=mf.workers, resources=ctx.resources(ResourceClass.TRAIN).as_dict())
+    return Embedding(embedder, cache, workers=mf.workers, resources=ctx.resources(ResourceClass.TRAIN).as_dict(),
+                     placement=ctx.placement(f"{label}/embed"))
