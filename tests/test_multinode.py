@@ -9,11 +9,10 @@ the same time.
 
 Tests, in order (the cluster is module-scoped; the node-loss test removes a node, so it is last):
 1. four half-GPU trials run concurrently on both nodes with ``CUDA_VISIBLE_DEVICES`` assigned;
-2. raypipe's own Phase 1 sweep (``run_sweep``, built-in backend, tiny demo workspace) uses both nodes;
-3. the whole smoke pipeline (``python -m raypipe.run --ray-address …`` in a subprocess) runs on the
+2. the whole smoke pipeline (``python -m raypipe.run --ray-address …`` in a subprocess) runs on the
    cluster: trials on both workers, two half-GPU trials at once on one GPU, DEFT's GPU stages on GPU
    nodes, CPU stages anywhere — read from the run's ``placement.jsonl`` — and the cluster survives it;
-4. a worker node is hard-killed mid-sweep: its trials are retried on the other node
+3. a worker node is hard-killed mid-sweep: its trials are retried on the other node
    (``FailureConfig(max_failures)``) and the sweep completes.
 
 Auth: Ray 2.60 token auth requires every node and driver to agree on ``RAY_AUTH_MODE``. The nodes

@@ -1,4 +1,5 @@
-"""Pre-flight's execution-policy lines and the TAO backbone BLOCKER, in process (no Ray, no probe)."""
+"""Pre-flight's execution-policy lines, the TAO backbone BLOCKER and the thin-KPI warning, in process (no Ray,
+no probe)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import yaml
 
 from raypipe import tao_interop as ti
 from raypipe.config import load_config
-from raypipe.preflight import Preflight, build_preflight, container_images
+from raypipe.preflight import KPI_MIN_ROWS_PER_KIND, Preflight, _thin_kpi_kinds, build_preflight, container_images
 from raypipe.workspace._layout import SPEC_FILE
+from raypipe.workspace._scene import DEFECT_KINDS
 from tests.backends.tao_fake_docker import FakeDockerClient
 
 
@@ -60,3 +62,21 @@ def test_tao_backend_blocks_a_spec_without_staged_backbone_weights(tiny_workspac
     pf = _preflight(tiny_workspace, *tao)
     assert not [b for b in pf.blockers if b.startswith("backbone:")], pf.blockers
     assert "OK       backbone: /data/pretrained_models/changenet_cnn.pth is staged" in _lines(pf, 4)
+
+
+def test_thin_kpi_defect_kinds_are_named_in_a_warning(tiny_workspace, monkeypatch) -> None:
+    monkeypatch.delenv("AIR_GAPPED", raising=False)
+    pf = _preflight(tiny_workspace)  # the tiny demo's KPI set: 2 rows of each defect kind
+    (warning,) = [ln for ln in _lines(pf, 4) if ln.startswith("WARN") and "KPI set: fewer than" in ln]
+    for kind in DEFECT_KINDS:
+        assert f"{kind} (2 rows)" in warning, warning
+    assert "PASS (" not in warning and not pf.blockers, pf.blockers
+
+
+def test_a_kpi_set_with_enough_rows_of_every_kind_gets_no_warning() -> None:
+    pf = Preflight()
+    _thin_kpi_kinds(pf, {"PASS": 5, "short": KPI_MIN_ROWS_PER_KIND, "polarity": KPI_MIN_ROWS_PER_KIND + 4})
+    assert not pf.warnings and not any(pf.sections)
+    _thin_kpi_kinds(pf, {"PASS": 500, "short": KPI_MIN_ROWS_PER_KIND, "polarity": 1})
+    assert pf.warnings == [pf.sections[3][0].removeprefix("WARN     ")]
+    assert "polarity (1 row)" in pf.warnings[0] and "short" not in pf.warnings[0]

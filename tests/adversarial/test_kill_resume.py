@@ -1,6 +1,7 @@
-"""Kill anywhere: one smoke run stopped at eight moments by SIGKILL (four in its start-up: the first
-second, the gate, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued
-with ``--resume``, until it completes; two runs on one workspace.
+"""Kill anywhere: one smoke run stopped at seven moments by SIGKILL (three in its start-up: the first
+second, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued with
+``--resume``, until it completes; two runs on one workspace. (A kill at the gate needs no moment of
+its own: nothing is written before approval, which ``tests/run/test_gate.py`` checks.)
 
 One chain shares one pipeline run (a smoke run costs minutes on 2 cores): kill at moment 1, start
 again or resume and kill at moment 2, … , and finally resume to completion. After every kill the
@@ -48,11 +49,7 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         runner.kill_when(new, lambda: True, "the start")
         assert snapshot(ws) == untouched
 
-        # 1. During the gate (Ray up, every check done, nothing approved): nothing is left behind.
-        runner.kill_at(new, "gate")
-        assert not list(ws.glob("results/run_*"))
-
-        # 2. Right after the run dir appeared: it holds every starting file, and no staging dir is left.
+        # 1. Right after the run dir appeared: it holds every starting file, and no staging dir is left.
         runner.kill_at(new, "run_dir")
         rd = find_run_dir(ws)
         for name in ("config.yaml", "run_spec.yaml", "pipeline_state.json", "preflight.md"):
@@ -61,21 +58,23 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         check_consistent(rd)
         resume = run_args(ws, "--resume", str(rd))[4:]  # --yes --resume RD (the workspace comes from RD)
 
-        # 3. While MLflow's store is being created (its first seconds).
+        # 2. While MLflow's store is being created (its first seconds).
         mlruns = tmp_path / "mlruns"
         out = runner.kill_when(resume, lambda: any(mlruns.glob(".mlflow.db.*.creating")), "the MLflow store creation")
         assert "stale workspace lock taken over" in out and "is gone" in out, out[-3000:]
         check_consistent(rd)
 
-        # 4. During Phase 1's first trial (in a Ray worker: the whole run goes down).
+        # 3. During Phase 1's first trial (in a Ray worker: the whole run goes down).
         runner.kill_at(resume, "phase1_trial")
         assert check_consistent(rd)["phases"]["phase1"]["status"] == "in_progress"
 
-        # 5. Mid-DEFT: the SDG stage did its work, its evidence is not committed.
-        runner.kill_at(resume, "deft_commit:anomalygen")
+        # 4. Mid-DEFT: iteration 1's training did its work, its evidence is not committed. A partial
+        #    checkpoint a killed training might leave must not survive the redo.
+        runner.kill_at(resume, "deft_commit:train")
         check_consistent(rd)
+        (rd / "iter1" / "train" / "model_epoch_009_step_00999.pth").write_bytes(b"partial leftover of the killed run")
 
-        # 6. During Phase 3: a refinement trial is training.
+        # 5. During Phase 3: a refinement trial is training.
         runner.kill_at(resume, "final_automl_trial")
         assert check_consistent(rd)["phases"]["phase3"]["status"] == "in_progress"
 
@@ -100,7 +99,7 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         assert f"python -m raypipe.run --resume {rd}" in out
         assert check_consistent(rd)["status"] == "interrupted"
 
-        # 7. After the run was marked complete, before its MLflow run was closed.
+        # 6. After the run was marked complete, before its MLflow run was closed.
         out = runner.kill_at(resume, "complete")
         assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
         assert check_consistent(rd)["status"] == "complete"
@@ -114,6 +113,8 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         runner.cleanup()
     state = check_complete_run(rd)
     # Every interrupted stage was redone exactly once; every Phase 1 and Phase 3 trial is listed once.
-    assert sum(1 for e in state["events"] if e["stage"] == "anomalygen" and e["status"] == "ok") == 1
+    assert sum(1 for e in state["events"] if e["stage"] == "train" and e["iter"] == "iter1" and e["status"] == "ok") == 1
+    kept = sorted(p.name for p in (rd / "iter1" / "train").glob("*.pth"))
+    assert kept == [Path(state["iterations"]["iter1"]["best_ckpt_path"]).name]  # the leftover was replaced
     assert read_json(rd / "pipeline_state.json")["status"] == "complete"
     assert _outside_results(ws) == before, "the run wrote into the workspace outside results/"

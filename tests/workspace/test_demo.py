@@ -10,6 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from raypipe.preflight import KPI_MIN_ROWS_PER_KIND
 from raypipe.workspace import (
     CSV_FILES,
     DEFECT_KINDS,
@@ -85,6 +86,8 @@ def test_demo_defect_mix_at_full_scale() -> None:
     assert plan["test"] == plan["kpi"]
     for split in ("validation", "kpi", "test"):
         assert all(plan[split][k] >= 4 for k in DEFECT_KINDS), (split, plan[split])
+    for split in ("kpi", "test"):  # enough rows of every kind that FAR at 100 % recall is not luck
+        assert all(plan[split][k] >= KPI_MIN_ROWS_PER_KIND for k in DEFECT_KINDS), (split, plan[split])
     assert all(plan["train"][k] >= 20 for k in common)
     pool = plan["pool"]
     for kind in RARE_KINDS:
