@@ -21,9 +21,12 @@ three arms from that run's baseline checkpoint, the loop's arm on the run's own 
 sets, so the spread is that of training with the loop's data held fixed.
 
     python benchmarks/deft_gain.py [--workspace DIR] [--seeds 0 1 2] [--config experiments/aoi_default.yaml]
-        [--phase1-trials N] [--replay RUN_DIR] [--smoke-test] [--json FILE]
+        [--phase1-trials N] [--replay RUN_DIR] [--pool-pass N] [--smoke-test] [--json FILE]
 
 Without ``--workspace`` a demo workspace is generated in a temp dir (``--demo-seed``, ``--scale``).
+The demo's pool is small for a production line (each rare kind is about 1 % of it), so random pool
+rows bring a few rare rows by luck, and a warm-started fine-tune learns from that few;
+``--pool-pass 12000`` makes the pool PASS-heavier, the rare kinds' rows unchanged.
 """
 
 from __future__ import annotations
@@ -46,7 +49,16 @@ from builtin_demo_quality import rare_kinds, score  # the quality benchmark's sc
 from raypipe.backends.builtin import BuiltinTrainer
 from raypipe.rundir import BASELINE, RunDir
 from raypipe.spec import load_training_spec, set_dotted
-from raypipe.workspace import CSV_FILES, generate_demo, read_rows, write_rows
+from raypipe.workspace import (
+    CSV_FILES,
+    DEFECT_KINDS,
+    RARE_KINDS,
+    DemoSettings,
+    generate_demo,
+    plan_counts,
+    read_rows,
+    write_rows,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CSV = "test/testing_set.csv"
@@ -168,6 +180,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
                     help="no pipeline run: every seed retrains all three arms from this run's baseline checkpoint, "
                          "the loop arm on the run's own merged sets (seed-to-seed spread of training, loop data fixed)")
+    ap.add_argument("--pool-pass", type=int, default=None, metavar="N",
+                    help="generated demo only: N PASS rows in the mining pool (the demo has 3000 at scale 1); "
+                         "the rare kinds keep theirs, so random pool rows carry fewer of them, as in a production pool")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspace and outputs here")
     args = ap.parse_args(argv)
@@ -181,7 +196,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="deft_gain_") as scratch:
         tmp = Path(args.keep) if args.keep else Path(scratch)
-        ws = args.workspace or generate_demo(tmp / "ws", seed=args.demo_seed, scale=0.1 if args.smoke_test else args.scale)
+        ws = args.workspace or generate_demo(tmp / "ws", settings=demo_settings(
+            args.demo_seed, 0.1 if args.smoke_test else args.scale, args.pool_pass))
         ws = Path(ws).resolve()
         rare = rare_kinds(ws)
         for seed in seeds:
@@ -214,6 +230,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print_summary(results)
     return results
+
+
+def demo_settings(seed: int, scale: float, pool_pass: int | None) -> DemoSettings:
+    """The demo at ``scale``; with ``pool_pass``, its pool holds that many PASS rows (every other count kept)."""
+    if pool_pass is None:
+        return DemoSettings(seed=seed, scale=scale)
+    common = next(k for k in DEFECT_KINDS if k not in RARE_KINDS)
+    counts = {split: (c["PASS"], c[common], c[RARE_KINDS[0]]) for split, c in plan_counts(scale).items()}
+    counts["pool"] = (pool_pass, *counts["pool"][1:])
+    return DemoSettings(seed=seed, counts=counts)
 
 
 def torch_threads() -> None:
