@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from raypipe.workspace import Workspace
 
 log = logging.getLogger("raypipe")
-DEFAULT_EXPERIMENT = Path("experiments") / "aoi_default.yaml"
+# The laptop profile a new run uses without --config. It ships inside the package (the repository's
+# `experiments/` points here), so the default does not depend on the directory the command runs in.
+DEFAULT_EXPERIMENT = Path(__file__).resolve().parent / "experiments" / "aoi_default.yaml"
 DEFAULT_WORKSPACE = Path("workspace")
 EXIT_OK, EXIT_FAILED, EXIT_APPROVAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -109,7 +111,7 @@ def resolve_config(a: argparse.Namespace) -> tuple[RunConfig, bool]:
         _same_workspace(a, cfg, saved, saved_path)
         before = build_config([], base=saved, base_source=str(saved_path))
         return cfg, config_digest(cfg, ignore=("ray_address",)) != config_digest(before, ignore=("ray_address",))
-    config_file = a.config if a.config is not None else (DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT.is_file() else None)
+    config_file = a.config if a.config is not None else DEFAULT_EXPERIMENT
     if a.workspace:
         extra.append(("--workspace", {"workspace": a.workspace}))
     return load_config(config_file, a.overrides, extra=extra), True

@@ -8,6 +8,7 @@ import pytest
 
 from raypipe.budget import (
     MAX_TRIALS,
+    MINED_POOL_PART,
     BudgetError,
     CostModel,
     Knobs,
@@ -52,10 +53,20 @@ def test_sweep_runs_trials_in_waves_of_concurrency() -> None:
     assert model.sweep_s(5, 4) - model.sweep_s(4, 4) == pytest.approx(one_trial)
     # training cost grows with the rows trained on (the loop's merges make Phase 3 slower)
     assert model.epoch_on(1200) > model.epoch_on(600) == pytest.approx(10.0)
-    assert model.rows_after(2) == 600 + 2 * 40 + 2 * 1200 // 8
-    # with automl.noise_margin set a sweep may re-train its winner once, alone: one more wave
+    assert model.rows_after(2) == 600 + 2 * 40 + 2 * 1200 // MINED_POOL_PART
+    # a DEFT retrain runs alone, below the probe scale of a sweep's trial; iteration 1 embeds the whole
+    # pool, later ones only their synthetic rows (the rest comes from the embedding cache)
+    assert model.stage_s("train", iteration=1, epochs=4) - 3.0 < 4 * model.epoch_on(model.rows_after(1))
+    assert model.stage_s("data_mining", iteration=1) > model.stage_s("data_mining", iteration=2) \
+        == pytest.approx(1.0 + model.infer_s(40))
+    # with automl.noise_margin set a sweep may re-train its winner once, alone: one more wave where
+    # counted (Phase 1's sweep), none where not (Phase 3's)
     guarded = CostModel(epoch_s=10.0, workload=replace(DEMO, noise_guard=True))
-    assert guarded.sweep_s(4, 4) - model.sweep_s(4, 4) == pytest.approx(one_trial)
+    assert guarded.sweep_s(4, 4, guard=True) - model.sweep_s(4, 4, guard=True) == pytest.approx(one_trial)
+    assert guarded.sweep_s(4, 4) == pytest.approx(model.sweep_s(4, 4))
+    k = replace(CEILING, phase1=True, phase3=True)
+    assert guarded.estimate(k).phase1_s - model.estimate(k).phase1_s == pytest.approx(one_trial)
+    assert guarded.estimate(k).phase3_s == pytest.approx(model.estimate(k).phase3_s)
     assert Workload.of(load_config(None, []), {"train": 600}).noise_guard
     assert not Workload.of(load_config(None, ["automl.noise_margin=null"]), {"train": 600}).noise_guard
 

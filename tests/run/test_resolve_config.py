@@ -9,6 +9,7 @@ import pytest
 from raypipe.config import ConfigError, dump_config, load_config
 from raypipe.run import _parser, resolve_config
 from raypipe.rundir import RunDir
+from tests.conftest import REPO
 
 
 def _saved_run(tmp_path: Path) -> RunDir:
@@ -22,6 +23,14 @@ def _saved_run(tmp_path: Path) -> RunDir:
 def test_new_run_layers_and_workspace(tmp_path: Path) -> None:
     cfg, changed = resolve_config(_parser().parse_args(["--workspace", str(tmp_path), "seed=3"]))
     assert changed and cfg.workspace == str(tmp_path) and cfg.seed == 3
+
+
+def test_without_config_the_laptop_profile_applies_wherever_the_command_runs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no experiments/ here: the profile comes with the package
+    cfg, _ = resolve_config(_parser().parse_args(["--workspace", str(tmp_path)]))
+    laptop = load_config(REPO / "experiments" / "aoi_default.yaml", [])
+    assert cfg.phase2.contract.target == laptop.phase2.contract.target != load_config(None, []).phase2.contract.target
+    assert cfg.phase1.automl_max_recommendations == laptop.phase1.automl_max_recommendations
 
 
 def test_resume_without_changes_keeps_the_gate_closed(tmp_path: Path) -> None:
