@@ -47,7 +47,10 @@ OUTRO = """\
 `time_budget: 45m` (or `--time-budget 45m`) sizes a new run to a wall time. Before the pre-flight
 summary, raypipe trains one epoch with a trial's resources (the probe) and scales every piece of
 the run from it: a trial is a start-up plus its epochs, an epoch grows with the rows trained on
-(DEFT iterations add synthetic and mined rows), inference costs about a third of a training row.
+(DEFT iterations add synthetic and mined rows), inference costs about a third of a training row,
+embedding the pool about one training row per row (once: later iterations read the embedding
+cache), and a DEFT retrain, which runs alone, about 0.75 of a sweep trial's epoch time. Phase 1
+counts one noise-guard re-run of its winner (it fired in 5 of 9 demo runs); Phase 3 does not (1 of 9).
 The planner starts from the smallest run (2 Phase 1 trials, one wave of Phase 3 trials, one DEFT
 iteration) and adds a wave of trials or an iteration to the phase furthest below its share of the
 budget (Phase 1 35 %, Phase 2 40 %, Phase 3 25 %) while the estimate still fits. The configured
