@@ -80,8 +80,11 @@ class Pipeline:
 
     def __init__(self, run_dir: str | Path | RunDir, cfg: RunConfig, workspace: Workspace,
                  run_spec: dict[str, Any], tracking: Any = None,
-                 execution_policy: Mapping[str, Any] | None = None) -> None:
+                 execution_policy: Mapping[str, Any] | None = None, deadline: float | None = None) -> None:
         self.rd = RunDir(run_dir).resolve()
+        # When a new run's time budget runs out (``time.time()``); None: no budget, or a resumed run
+        # (its budget was spent by the stop). Phase 3's trials are planned against it when it starts.
+        self.deadline = deadline
         self.cfg = cfg
         self.ws = workspace
         self.run_spec = run_spec
@@ -216,10 +219,13 @@ class Pipeline:
             self._finish_phase3(best, registered)
             return
         train_csv, train_images = self._phase3_training_set(state)
+        # A resumed Phase 3 keeps the trial count it started with (its sweep is restored, not redone).
+        trials = pipeline_state.load(self.rd)["phases"]["phase3"].get("trials") or self._phase3_trials(train_csv)
         pipeline_state.mark(self.rd, "phase3", "in_progress", warm_start=str(best.checkpoint),
-                            training_csv=str(train_csv), loop_best=best.label)
+                            training_csv=str(train_csv), loop_best=best.label, trials=trials)
         with self._phase_run("phase3") as run:
-            sweep = self._phase3_sweep(best, train_csv, train_images, centred=p1 is not None, tracking=run.context())
+            sweep = self._phase3_sweep(best, train_csv, train_images, trials, centred=p1 is not None,
+                                       tracking=run.context())
             run.log_dataset(train_csv, train_csv.stem, "training")
             run.log_artifact(sweep.best_rec_path)
             run.log_artifact(sweep.trials_csv)
@@ -257,15 +263,33 @@ class Pipeline:
             return Path(self.ws.train_csv), Path(self.ws.images_dir)  # the baseline met the KPI
         return csv, Path(self.ws.root)
 
-    def _phase3_sweep(self, best: LoopBest, train_csv: Path, train_images: Path, *, centred: bool,
+    def _phase3_trials(self, train_csv: Path) -> int:
+        """Phase 3's trials: as configured (or as planned at approval), or, for a new run under a time
+        budget, as many as fit in the time left now (``budget.phase3_trials_for``)."""
+        from raypipe import budget
+        from raypipe._io import read_json
+        from raypipe.workspace import read_rows
+
+        planned = self.cfg.phase3.automl_max_recommendations
+        if self.deadline is None or not self.rd.time_plan.is_file():
+            return planned
+        model = budget.CostModel.from_json(read_json(self.rd.time_plan))
+        left = self.deadline - time.time()
+        trials = budget.phase3_trials_for(left, model, len(read_rows(train_csv)), budget.Knobs.of(self.cfg).epochs)
+        log.info("Phase 3: %d trial(s) fit in the %.1f min left of the time budget (%d planned at approval)",
+                 trials, left / 60, planned)
+        return trials
+
+    def _phase3_sweep(self, best: LoopBest, train_csv: Path, train_images: Path, trials: int, *, centred: bool,
                       tracking: Any) -> SweepResult:
         from raypipe._io import read_json
         from raypipe.automl import SweepConfig, run_sweep
 
         centre = flatten(read_json(self.rd.sweep("phase1").best_rec)["best"]["specs"]) if centred else None
         sweep_dir = self.rd.sweep("phase3")
+        cfg = self.cfg.replace(phase3=self.cfg.phase3.replace(automl_max_recommendations=trials))
         return run_sweep(
-            SweepConfig.from_config(self.cfg, "phase3"),
+            SweepConfig.from_config(cfg, "phase3"),
             self._sweep_inputs(base_spec=load_training_spec(best.entry["training_spec"]), train_csv=train_csv,
                                train_images_dir=train_images, val_csv=self.ws.val_csv,
                                val_images_dir=self.ws.images_dir, init_ckpt=best.checkpoint, centre=centre,

@@ -412,7 +412,10 @@ def _run(a: argparse.Namespace, cfg: RunConfig, changed: bool, workspace: Path, 
 
             for image in container_images(cfg):
                 pull_image(docker, image, policy)
-        return _execute(cfg, rd, ws, run_spec, started, policy)
+        # A new run under a time budget: when it runs out (the clock started with the command).
+        deadline = (time.time() + cfg.time_budget_s - (time.monotonic() - started)
+                    if timing is not None and timing.plan is not None and cfg.time_budget_s else None)
+        return _execute(cfg, rd, ws, run_spec, started, policy, deadline)
     except KeyboardInterrupt:
         return _interrupted(rd)
 
@@ -529,7 +532,7 @@ def _prepare_run_dir(cfg: RunConfig, ws: Workspace, rd: RunDir | None, pf: Prefl
 
 
 def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any], started: float,
-             policy: dict[str, Any]) -> int:
+             policy: dict[str, Any], deadline: float | None = None) -> int:
     from raypipe.pipeline import Pipeline
     from raypipe.tracking import StoreError
 
@@ -543,7 +546,8 @@ def _execute(cfg: RunConfig, rd: RunDir, ws: Workspace, run_spec: dict[str, Any]
     console.line(f"run dir: {rd.root}")
     status = "FAILED"
     try:
-        outcome = Pipeline(rd, cfg, ws, run_spec, tracking=tracking, execution_policy=policy).run()
+        outcome = Pipeline(rd, cfg, ws, run_spec, tracking=tracking, execution_policy=policy,
+                           deadline=deadline).run()
         status = "FINISHED" if outcome.status == "complete" else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -273,8 +273,10 @@ def _estimate(rd: RunDir, snap: Snapshot, cfg: Mapping[str, Any]) -> None:
     epochs = int((cfg.get("spec_overrides") or {}).get("train.num_epochs", 1) or 1)
     p1 = trial_times(rd.sweep("phase1"), int((cfg.get("phase1") or {}).get("automl_max_recommendations", 0) or 0),
                      epochs, snap.now)
-    p3 = trial_times(rd.sweep("phase3"), int((cfg.get("phase3") or {}).get("automl_max_recommendations", 0) or 0),
-                     epochs, snap.now)
+    # Phase 3's trial count as the run started it (under a time budget it is planned when Phase 3 starts)
+    p3_started = ((_json(rd.pipeline_state) or {}).get("phases") or {}).get("phase3") or {}
+    p3_planned = p3_started.get("trials") or (cfg.get("phase3") or {}).get("automl_max_recommendations", 0) or 0
+    p3 = trial_times(rd.sweep("phase3"), int(p3_planned), epochs, snap.now)
     trial_fallback = model.trial_s(epochs) if model else None
     t_trial = p1.trial_s(trial_fallback)
     remaining: dict[str, float | None] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from raypipe.budget import (
@@ -15,6 +16,7 @@ from raypipe.budget import (
     Timing,
     Workload,
     parse_duration,
+    phase3_trials_for,
     plan_for_budget,
 )
 from raypipe.config import ConfigError, load_config
@@ -140,3 +142,43 @@ def test_timing_lines_and_record() -> None:
     assert spent.startswith("time budget 47.0 min, 2.0 min already spent (start-up, probe), 45.0 min left → planned")
     unplanned = Timing(model, CEILING, "config preflight.t_trial_s").lines()
     assert "total ≈" in unplanned[0] and "--time-budget" in unplanned[1]
+
+
+def test_phase3_is_planned_from_the_time_left_when_it_starts() -> None:
+    model = CostModel(epoch_s=10.0, workload=DEMO)
+    wave = model.trial_s(4, 900)
+    base = phase3_trials_for(600.0, model, 900, 4)
+    assert base % DEMO.concurrency == 0 and base >= DEMO.concurrency
+    # each wave's worth of time left buys one more wave of trials; more rows make each wave dearer
+    assert phase3_trials_for(600.0 + 3 * wave, model, 900, 4) == base + 3 * DEMO.concurrency
+    assert phase3_trials_for(600.0, model, 1800, 4) < base
+    # a spent budget still runs one wave (a sweep needs trials); a huge one stops at MAX_TRIALS
+    assert phase3_trials_for(-100.0, model, 900, 4) == DEMO.concurrency
+    assert phase3_trials_for(1e9, model, 900, 4) == MAX_TRIALS
+    # the round trip through RD/time_plan.json keeps the model
+    timing = Timing(model, CEILING, "a measured 1-epoch probe")
+    assert CostModel.from_json(timing.to_json()) == model
+
+
+def test_the_pipeline_plans_phase3_only_for_a_new_budgeted_run(tmp_path) -> None:
+    import time
+
+    from raypipe._io import atomic_write_json
+    from raypipe.pipeline import Pipeline
+    from raypipe.rundir import RunDir
+    from raypipe.workspace import write_rows
+
+    cfg = load_config(None, ["phase3.automl_max_recommendations=4", "automl.max_concurrent_trials=2"])
+    rd = RunDir(tmp_path / "run")
+    rd.root.mkdir()
+    train_csv = write_rows(pd.DataFrame({"input_path": ["a"] * 900, "golden_path": ["g"] * 900, "label": ["PASS"] * 900,
+                                         "object_name": [f"o{i}" for i in range(900)]}), tmp_path / "train.csv")
+    model = CostModel(epoch_s=10.0, workload=DEMO)
+    atomic_write_json(rd.time_plan, Timing(model, CEILING, "a measured 1-epoch probe").to_json())
+    pipe = object.__new__(Pipeline)  # only what _phase3_trials reads: no workspace, Ray or tracking
+    pipe.rd, pipe.cfg = rd, cfg
+    pipe.deadline = None  # no budget, or a resumed run: as configured
+    assert pipe._phase3_trials(train_csv) == 4
+    pipe.deadline = time.time() + 3600  # an hour left: far more than the 4 planned at approval
+    got = pipe._phase3_trials(train_csv)
+    assert phase3_trials_for(3500, model, 900, 4) <= got <= phase3_trials_for(3600, model, 900, 4) and got > 4

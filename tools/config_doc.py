@@ -58,8 +58,12 @@ budget (Phase 1 35 %, Phase 2 40 %, Phase 3 25 %) while the estimate still fits.
 only when even the smallest run would not fit, and the pre-flight says so (a WARN when nothing
 fits). The plan (what each phase gets and the estimate) is shown in pre-flight section 8, the run
 records the planned values in `RD/config.yaml` and the model in `RD/time_plan.json`, which is what
-`python -m raypipe.status` starts its ETA from. Phase 2 stops early when the KPI is met, so a run
-can end well before its budget.
+`python -m raypipe.status` starts its ETA from. The approval plan counts the worst case (every DEFT
+iteration, Phase 1's noise-guard re-run), while the loop usually stops once the KPI is met; so when
+Phase 3 starts, its trials are planned again from the budget actually left (waves of
+`automl.max_concurrent_trials` on the grown training set, at least one wave). The count is recorded
+in `RD/pipeline_state.json` (`phases.phase3.trials`) and a resumed run keeps it; a resumed run does
+not re-plan (its budget was spent by the stop).
 """
 
 
