@@ -181,13 +181,16 @@ def _last_error(trial: Any) -> str:
     return root_cause(text)
 
 
+UNKNOWN_ERROR = "unknown error"  # a failure whose error text was not readable when Tune reported it
+
+
 def root_cause(text: str) -> str:
     """The final ``Type: message`` line of a traceback (the exception that ended the trial)."""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     for ln in reversed(lines):
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", ln):
             return ln[:500]
-    return lines[-1][:500] if lines else "unknown error"
+    return lines[-1][:500] if lines else UNKNOWN_ERROR
 
 
 def error_signature(text: str) -> str:
@@ -217,9 +220,14 @@ class FailureWatch(tune.Callback):
 
     @property
     def all_failing(self) -> bool:
-        """No success yet, ``threshold`` failures, one shared cause: more launches would only repeat it."""
-        return (self.completed == 0 and len(self.failed) >= self.threshold
-                and len(set(self.failed)) == 1)
+        """No success yet, ``threshold`` failures, one shared cause: more launches would only repeat it.
+
+        A failure reported before its error text could be read (``unknown error``: seen on a loaded
+        2-core machine, where the same trials' other attempts showed the real cause) contradicts no
+        cause, so it counts as a failure without splitting the causes.
+        """
+        known = {sig for sig in self.failed if sig != UNKNOWN_ERROR}
+        return self.completed == 0 and len(self.failed) >= self.threshold and len(known) <= 1
 
 
 @dataclass

@@ -109,6 +109,12 @@ def test_failure_watch_stops_only_on_one_shared_cause() -> None:
     for _ in range(3):
         ok.on_trial_error(0, [], _trial("x", "FileNotFoundError: a"))
     assert not StopWhenAllFail("exp", ok).stop_all()  # one success: failures are the HPs', not shared
+    # a failure whose error text was not readable yet does not hide the shared cause of the others
+    racy = FailureWatch(threshold=2)
+    racy.on_trial_error(0, [], _trial("x", ""))
+    assert not StopWhenAllFail("exp", racy).stop_all()
+    racy.on_trial_error(0, [], _trial("y", "TrainingError: bad optimizer"))
+    assert StopWhenAllFail("exp", racy).stop_all()
 
 
 class _Record(tune.Callback):
