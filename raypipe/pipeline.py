@@ -9,7 +9,9 @@ its winner scored on the KPI set by the loop's own evaluate code) → the delive
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,16 +270,21 @@ class Pipeline:
         budget, as many as fit in the time left now (``budget.phase3_trials_for``)."""
         from raypipe import budget
         from raypipe._io import read_json
+        from raypipe.status import epoch_seconds
         from raypipe.workspace import read_rows
 
         planned = self.cfg.phase3.automl_max_recommendations
         if self.deadline is None or not self.rd.time_plan.is_file():
             return planned
         model = budget.CostModel.from_json(read_json(self.rd.time_plan))
+        measured = epoch_seconds(self.rd.sweep("phase1"))
+        if measured:  # Phase 1's trials, timed in this run: truer than one probe epoch (a load spike skews it)
+            model = dataclasses.replace(model, epoch_s=statistics.median(measured))
         left = self.deadline - time.time()
         trials = budget.phase3_trials_for(left, model, len(read_rows(train_csv)), budget.Knobs.of(self.cfg).epochs)
-        log.info("Phase 3: %d trial(s) fit in the %.1f min left of the time budget (%d planned at approval)",
-                 trials, left / 60, planned)
+        log.info("Phase 3: %d trial(s) fit in the %.1f min left of the time budget (%d planned at approval; "
+                 "%.1f s per epoch, %s)", trials, left / 60, planned, model.epoch_s,
+                 "as Phase 1's trials measured" if measured else "as the probe measured")
         return trials
 
     def _phase3_sweep(self, best: LoopBest, train_csv: Path, train_images: Path, trials: int, *, centred: bool,

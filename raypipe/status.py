@@ -142,6 +142,17 @@ def trial_times(sweep: SweepDir, planned: int, epochs: int, now: float) -> Trial
     return out
 
 
+def epoch_seconds(sweep: SweepDir) -> list[float]:
+    """Seconds per epoch of each trial of ``sweep`` that reported an epoch (its time so far ÷ its epochs)."""
+    out = []
+    for trial in sorted((sweep.path / sweep.name).glob("trial_*")):
+        results = _result_lines(trial / "result.json")
+        epochs = int(results[-1].get("epoch", 0) or 0) if results else 0
+        if epochs > 0:
+            out.append(float(results[-1].get("time_total_s", 0.0)) / epochs)
+    return out
+
+
 def _result_lines(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pandas as pd
@@ -179,6 +180,16 @@ def test_the_pipeline_plans_phase3_only_for_a_new_budgeted_run(tmp_path) -> None
     pipe.rd, pipe.cfg = rd, cfg
     pipe.deadline = None  # no budget, or a resumed run: as configured
     assert pipe._phase3_trials(train_csv) == 4
-    pipe.deadline = time.time() + 3600  # an hour left: far more than the 4 planned at approval
+    pipe.deadline = time.time() + 1200  # 20 minutes left: far more than the 4 planned at approval
     got = pipe._phase3_trials(train_csv)
-    assert phase3_trials_for(3500, model, 900, 4) <= got <= phase3_trials_for(3600, model, 900, 4) and got > 4
+    assert phase3_trials_for(1100, model, 900, 4) <= got <= phase3_trials_for(1200, model, 900, 4) and got > 4
+    # Phase 1's trials, timed in the run, replace the probe: twice as fast → more trials fit
+    sweep = rd.sweep("phase1")
+    for trial, seconds in (("trial_a", 20.0), ("trial_b", 22.0)):  # 4 epochs each: ~5 s per epoch, not 10
+        (sweep.path / sweep.name / trial).mkdir(parents=True)
+        (sweep.path / sweep.name / trial / "result.json").write_text(
+            json.dumps({"epoch": 2, "time_total_s": seconds / 2}) + "\n" + json.dumps({"epoch": 4, "time_total_s": seconds}) + "\n")
+    faster = replace(model, epoch_s=5.25)
+    got = pipe._phase3_trials(train_csv)
+    assert phase3_trials_for(1100, faster, 900, 4) <= got <= phase3_trials_for(1200, faster, 900, 4)
+    assert got > phase3_trials_for(1200, model, 900, 4)
