@@ -1,7 +1,8 @@
-"""Kill anywhere: one smoke run stopped at seven moments by SIGKILL (three in its start-up: the first
-second, the new run dir, the MLflow store creation) and once by Ctrl-C, each time continued with
-``--resume``, until it completes; two runs on one workspace. (A kill at the gate needs no moment of
-its own: nothing is written before approval, which ``tests/run/test_gate.py`` checks.)
+"""Kill anywhere: one smoke run stopped at six moments by SIGKILL (two in its start-up: the first
+second, the new run dir) and once by Ctrl-C, each time continued with ``--resume``, until it
+completes; two runs on one workspace. (A kill at the gate needs no moment of its own: nothing is
+written before approval, which ``tests/run/test_gate.py`` checks; a kill while the MLflow store is
+created is ``tests/tracking/test_store.py``'s.)
 
 One chain shares one pipeline run (a smoke run costs minutes on 2 cores): kill at moment 1, start
 again or resume and kill at moment 2, … , and finally resume to completion. After every kill the
@@ -58,23 +59,19 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         check_consistent(rd)
         resume = run_args(ws, "--resume", str(rd))[4:]  # --yes --resume RD (the workspace comes from RD)
 
-        # 2. While MLflow's store is being created (its first seconds).
-        mlruns = tmp_path / "mlruns"
-        out = runner.kill_when(resume, lambda: any(mlruns.glob(".mlflow.db.*.creating")), "the MLflow store creation")
+        # 2. During Phase 1's first trial (in a Ray worker: the whole run goes down). This resume took
+        #    over the lock the killed run left.
+        out = runner.kill_at(resume, "phase1_trial")
         assert "stale workspace lock taken over" in out and "is gone" in out, out[-3000:]
-        check_consistent(rd)
-
-        # 3. During Phase 1's first trial (in a Ray worker: the whole run goes down).
-        runner.kill_at(resume, "phase1_trial")
         assert check_consistent(rd)["phases"]["phase1"]["status"] == "in_progress"
 
-        # 4. Mid-DEFT: iteration 1's training did its work, its evidence is not committed. A partial
+        # 3. Mid-DEFT: iteration 1's training did its work, its evidence is not committed. A partial
         #    checkpoint a killed training might leave must not survive the redo.
         runner.kill_at(resume, "deft_commit:train")
         check_consistent(rd)
         (rd / "iter1" / "train" / "model_epoch_009_step_00999.pth").write_bytes(b"partial leftover of the killed run")
 
-        # 5. During Phase 3: a refinement trial is training.
+        # 4. During Phase 3: a refinement trial is training.
         runner.kill_at(resume, "final_automl_trial")
         assert check_consistent(rd)["phases"]["phase3"]["status"] == "in_progress"
 
@@ -99,7 +96,7 @@ def test_kill_at_every_moment_then_resume_to_completion(tiny_workspace: Path, tm
         assert f"python -m raypipe.run --resume {rd}" in out
         assert check_consistent(rd)["status"] == "interrupted"
 
-        # 6. After the run was marked complete, before its MLflow run was closed.
+        # 5. After the run was marked complete, before its MLflow run was closed.
         out = runner.kill_at(resume, "complete")
         assert "stale workspace lock" not in out, "Ctrl-C left the lock record behind"
         assert check_consistent(rd)["status"] == "complete"
