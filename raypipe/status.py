@@ -85,13 +85,13 @@ def _config(rd: RunDir) -> dict[str, Any]:
 def _cost_model(rd: RunDir, cfg: Mapping[str, Any]) -> tuple[Any, Any] | None:
     """(CostModel, Knobs) from ``time_plan.json`` (written when the run was approved); None for a run
     that has none (older runs): then only measured times are used."""
-    from raypipe.budget import CostModel, Knobs, Workload
+    from raypipe.budget import CostModel, Knobs
 
     plan = _json(rd.time_plan)
     if not plan:
         return None
     try:
-        model = CostModel(float(plan["epoch_s"]), Workload(**plan["workload"]))
+        model = CostModel.from_json(plan)
         knobs = Knobs(**plan["knobs"])
     except (KeyError, TypeError, ValueError):
         return None
