@@ -18,10 +18,12 @@ Prints per seed and mean ± sd; a gain inside the seed-to-seed spread is not a g
 
 ``--replay RUN_DIR`` skips step 1 (a pipeline run costs minutes per seed): every seed retrains all
 three arms from that run's baseline checkpoint, the loop's arm on the run's own merged training
-sets, so the spread is that of training with the loop's data held fixed.
+sets, so the spread is that of training with the loop's data held fixed. ``--ablate-sdg`` (with
+``--replay``) adds a fourth arm, ``deft_no_sdg``: the loop's merged sets without their synthetic
+rows (provenance ``sdg``), to measure what the synthetic rows add.
 
     python benchmarks/deft_gain.py [--workspace DIR] [--seeds 0 1 2] [--config experiments/aoi_default.yaml]
-        [--phase1-trials N] [--replay RUN_DIR] [--pool-pass N] [--smoke-test] [--json FILE]
+        [--phase1-trials N] [--replay RUN_DIR [--ablate-sdg]] [--pool-pass N] [--smoke-test] [--json FILE]
 
 Without ``--workspace`` a demo workspace is generated in a temp dir (``--demo-seed``, ``--scale``).
 The demo's pool is small for a production line (each rare kind is about 1 % of it), so random pool
@@ -65,6 +67,10 @@ TEST_CSV = "test/testing_set.csv"
 ARMS = ("deft", "extra_epochs", "random_rows")
 
 
+def arms_of(r: dict[str, Any]) -> list[str]:
+    return [a for a in (*ARMS, "deft_no_sdg") if f"{a}_test" in r]
+
+
 def run_pipeline(ws: Path, config: Path, seed: int, extra: list[str], log_path: Path) -> tuple[RunDir, float]:
     """One pipeline run with Phase 3 off; returns its run dir and wall seconds."""
     before = set((ws / "results").glob("run_*")) if (ws / "results").is_dir() else set()
@@ -92,7 +98,7 @@ def loop_record(rd: RunDir) -> list[dict[str, Any]]:
             continue  # an iteration that did not finish training
         stats_csv = e.get("mining_stats_csv")
         out.append({"label": label, "ckpt": e["best_ckpt_path"], "spec": e["training_spec"],
-                    "combined_csv": e.get("combined_training_csv"),
+                    "combined_csv": e.get("combined_training_csv"), "provenance_csv": e.get("provenance_csv"),
                     "mining_stats": pd.read_csv(stats_csv).to_dict("records") if stats_csv else None})
     return out
 
@@ -140,6 +146,10 @@ def run_controls(ws: Path, out: Path, steps: list[dict[str, Any]], seed: int, tr
             d.mkdir(parents=True, exist_ok=True)
             if arm == "deft":  # the loop's own merged set (rows relative to the workspace root)
                 csv, images = Path(step["combined_csv"]), ws
+            elif arm == "deft_no_sdg":  # the same set without the synthetic rows of any iteration
+                merged = read_rows(Path(step["combined_csv"]))
+                origin = pd.read_csv(step["provenance_csv"], usecols=["origin"], dtype=str)["origin"]
+                csv, images = write_rows(merged[(origin != "sdg").to_numpy()], d / "train.csv"), ws
             else:
                 n = added_rows(ws, step["combined_csv"]) if arm == "random_rows" else 0
                 rows = pd.concat([train, pool.iloc[np.sort(order[:n])]], ignore_index=True).fillna("")
@@ -180,12 +190,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--replay", type=Path, default=None, metavar="RUN_DIR",
                     help="no pipeline run: every seed retrains all three arms from this run's baseline checkpoint, "
                          "the loop arm on the run's own merged sets (seed-to-seed spread of training, loop data fixed)")
+    ap.add_argument("--ablate-sdg", action="store_true",
+                    help="with --replay: a fourth arm trains on the loop's merged sets without their synthetic rows")
     ap.add_argument("--pool-pass", type=int, default=None, metavar="N",
                     help="generated demo only: N PASS rows in the mining pool (the demo has 3000 at scale 1); "
                          "the rare kinds keep theirs, so random pool rows carry fewer of them, as in a production pool")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspace and outputs here")
     args = ap.parse_args(argv)
+    if args.ablate_sdg and not args.replay:
+        ap.error("--ablate-sdg needs --replay RUN_DIR")
+    arms = (*ARMS, "deft_no_sdg") if args.ablate_sdg else ARMS
     torch_threads()
     seeds = args.seeds[:1] if args.smoke_test else args.seeds
     config = REPO / "experiments" / "smoke.yaml" if args.smoke_test else args.config
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             if len(steps) < 2:
                 print(f"seed {seed}: the loop ran no iteration (baseline met the KPI?); run {rd.root}")
                 continue
-            ctrl = run_controls(ws, out, steps, seed, trainer, ARMS if args.replay else ARMS[1:])
+            ctrl = run_controls(ws, out, steps, seed, trainer, arms if args.replay else ARMS[1:])
             spec0 = steps[0]["spec"]
             loop_ckpts = ctrl["deft"] if args.replay else [s["ckpt"] for s in steps[1:]]
             deft = test_scores(ws, out / "deft", spec0, [steps[0]["ckpt"], *loop_ckpts], trainer)
@@ -224,6 +239,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                  "extra_epochs_test": test_scores(ws, out / "ee", spec0, ctrl["extra_epochs"], trainer),
                  "random_rows_test": test_scores(ws, out / "rr", spec0, ctrl["random_rows"], trainer),
                  "mining": mining_summary(steps, rare), "controls_wall_s": time.perf_counter() - t0}
+            if "deft_no_sdg" in ctrl:
+                r["deft_no_sdg_test"] = test_scores(ws, out / "ns", spec0, ctrl["deft_no_sdg"], trainer)
             results.append(r)
             print_seed(r)
             if args.json:
@@ -249,12 +266,12 @@ def torch_threads() -> None:
 
 
 def print_seed(r: dict[str, Any]) -> None:
-    last = {a: r[f"{a}_test"][-1] for a in ARMS}
+    last = {a: r[f"{a}_test"][-1] for a in arms_of(r)}
     print(f"seed {r['seed']}: pipeline {r['pipeline_wall_s']:.0f}s (load {r['load_avg_start'][0]:.1f}->"
           f"{r['load_avg_end'][0]:.1f}), controls {r['controls_wall_s']:.0f}s; +rows {r['added_rows']}; "
           f"test FAR baseline {r['baseline_test']['far_pct']:.2f} % (AUROC {r['baseline_test']['auroc']:.3f}); after "
-          f"{r['iterations'][-1]}: " + ", ".join(f"{a} {last[a]['far_pct']:.2f} % ({last[a]['auroc']:.3f})" for a in ARMS))
-    for a in ARMS:
+          f"{r['iterations'][-1]}: " + ", ".join(f"{a} {last[a]['far_pct']:.2f} % ({last[a]['auroc']:.3f})" for a in last))
+    for a in last:
         print(f"    {a:<13} test FAR per iteration " + ", ".join(f"{s['far_pct']:.2f}" for s in r[f"{a}_test"]))
     for m in r["mining"]["per_iteration"]:
         print(f"    mining {m['iteration']}: defect mined {m['defect_mined']} precision {m['defect_precision']} "
@@ -269,7 +286,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     print(f"\n{len(results)} seed(s); test split FAR@100%R (%) and AUROC after the last iteration, mean ± sd:")
     print(f"  baseline      FAR {_ms([r['baseline_test']['far_pct'] for r in results])}  "
           f"AUROC {_ms([r['baseline_test']['auroc'] for r in results])}")
-    for a in ARMS:
+    for a in arms_of(results[0]):
         print(f"  {a:<13} FAR {_ms([r[f'{a}_test'][-1]['far_pct'] for r in results])}  "
               f"AUROC {_ms([r[f'{a}_test'][-1]['auroc'] for r in results])}")
     wins = sum(r["deft_test"][-1]["far_pct"] < min(r["extra_epochs_test"][-1]["far_pct"],

@@ -251,7 +251,9 @@ def _phase2_section(pf: Preflight, cfg: RunConfig, workspace_root: Path, spec: d
     pf.add(6, f"KPI target: {ti.kpi_target_text(p2.contract.to_dict())} on {workspace_root / CSV_FILES['kpi']}")
     mf = p2.mining_filter
     pf.add(6, f"max_iterations: {p2.max_iterations}  epochs per retrain: {_epochs(cfg, spec)}  "
-              f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind})")
+              f"SDG images/iteration: {p2.sdg.num_SDG} ({p2.sdg.kind}"
+              + (f"; labels with {p2.sdg.synthesise_below_pool_rows}+ pool rows are mined, not synthesised)"
+                 if p2.sdg.synthesise_below_pool_rows is not None else ")"))
     pf.add(6, f"mining: top-K {mf.top_k_per_target} per target (centred cosine, history-aware), min_similarity "
               f"{mf.min_similarity}, label_mode {mf.label_mode}, {mf.workers} embedding worker(s), cache "
               + ((mf.cache.dir or "user cache dir") if mf.cache.enabled else "off"))

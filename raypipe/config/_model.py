@@ -141,6 +141,7 @@ class SdgConfig(Node):
     kind: str
     num_SDG: NonNegativeInt  # TAO's key, spelled as TAO spells it
     supported_labels: list[str] | None
+    synthesise_below_pool_rows: PositiveInt | None  # None: synthesise every supported label
     recipes: dict[str, str]
 
     @field_validator("kind")

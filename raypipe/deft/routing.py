@@ -3,7 +3,11 @@
 Rules (labels compared upper-cased):
 - mining subset = gap rows whose label occurs in the mining pool;
 - SDG subset = gap rows whose label is in ``supported_labels`` (never PASS: a "synthetic PASS"
-  would just be a golden image, which teaches nothing);
+  would just be a golden image, which teaches nothing) and, with ``synthesise_below_pool_rows`` set,
+  whose label has fewer than that many rows in the pool: real rows first, synthetic ones only where
+  the pool runs short. On the demo (10-36 pool rows of every defect kind, 3 seeds, the same merged
+  sets with and without their 120 synthetic rows) the synthetic rows cost test FAR: 6.5 % mean
+  with them, 1.0 % without;
 - a label may go to both or to neither (DROPPED, listed in routing_summary.txt).
 
 Decision on PASS gap rows (the false alarms and near-false-alarms): they ARE routed to mining
@@ -34,29 +38,29 @@ log = logging.getLogger(__name__)
 STAGE = "routing"
 
 
-def pool_labels(pool_csv: Path | None) -> tuple[set[str], str | None]:
-    """Upper-cased labels present in the pool and a problem text when the pool is unusable."""
+def pool_label_counts(pool_csv: Path | None) -> tuple[dict[str, int], str | None]:
+    """Rows per upper-cased label in the pool and a problem text when the pool is unusable."""
     if pool_csv is None:
-        return set(), "no mining pool configured"
+        return {}, "no mining pool configured"
     pool_csv = Path(pool_csv)
     if not pool_csv.is_file():
-        return set(), f"mining pool {pool_csv} does not exist"
+        return {}, f"mining pool {pool_csv} does not exist"
     # only the label column: pools can hold millions of rows
     try:
         labels = pd.read_csv(pool_csv, usecols=["label"], dtype=str, keep_default_na=False)["label"]
     except ValueError as exc:
         if "label" in str(exc):
-            return set(), f"mining pool {pool_csv} has no 'label' column"
+            return {}, f"mining pool {pool_csv} has no 'label' column"
         raise
     except pd.errors.EmptyDataError:
-        return set(), f"mining pool {pool_csv} is empty"
+        return {}, f"mining pool {pool_csv} is empty"
     if labels.empty:
-        return set(), f"mining pool {pool_csv} has no rows"
-    return set(labels.str.strip().str.upper()), None
+        return {}, f"mining pool {pool_csv} has no rows"
+    return {str(k): int(v) for k, v in labels.str.strip().str.upper().value_counts().items()}, None
 
 
 def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
-                supported_labels: set[str]) -> dict[str, Any]:
+                supported_labels: set[str], synthesise_below_pool_rows: int | None = None) -> dict[str, Any]:
     """Split ``kpi_gaps.parquet`` into ``mining_gaps.parquet`` and ``anomalygen_gaps.parquet``.
 
     Both files are always written (possibly with zero rows, same columns). Both empty → HardStop
@@ -65,8 +69,13 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     out = RoutingDir(fresh_dir(Path(out_dir)))
     gaps = pd.read_parquet(gaps_parquet)
     upper = gaps["label"].astype(str).str.strip().str.upper()
-    in_pool, pool_problem = pool_labels(pool_csv)
+    pool_counts, pool_problem = pool_label_counts(pool_csv)
+    in_pool = set(pool_counts)
     sdg_ok = {str(s).strip().upper() for s in supported_labels} - {"PASS"}
+    pool_enough: dict[str, int] = {}
+    if synthesise_below_pool_rows is not None:
+        pool_enough = {lab: n for lab, n in pool_counts.items() if lab in sdg_ok and n >= synthesise_below_pool_rows}
+        sdg_ok -= set(pool_enough)
 
     to_mining = upper.isin(in_pool)
     to_sdg = upper.isin(sdg_ok)
@@ -75,7 +84,8 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     mining_path = write_parquet(mining, out.mining_gaps)
     sdg_path = write_parquet(sdg, out.anomalygen_gaps)
 
-    summary = _summary(gaps, upper, in_pool, sdg_ok, pool_csv, pool_problem, len(mining), len(sdg))
+    summary = _summary(gaps, upper, in_pool, sdg_ok, pool_csv, pool_problem, len(mining), len(sdg),
+                       pool_enough, synthesise_below_pool_rows)
     atomic_write_text(out.summary, summary)
     if pool_problem:
         log.warning("routing: %s; mining subset is empty", pool_problem)
@@ -89,7 +99,8 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
 
 
 def _summary(gaps: pd.DataFrame, upper: pd.Series, in_pool: set[str], sdg_ok: set[str],
-             pool_csv: Path | None, pool_problem: str | None, n_mining: int, n_sdg: int) -> str:
+             pool_csv: Path | None, pool_problem: str | None, n_mining: int, n_sdg: int,
+             pool_enough: dict[str, int], below: int | None) -> str:
     samples = sample_key(gaps) if not gaps.empty else pd.Series([], dtype=str)
     lines = [f"pool: {pool_csv if pool_csv is not None else '-'}"
              + (f"  [POOL UNUSABLE: {pool_problem}; mining subset empty]" if pool_problem else ""),
@@ -107,10 +118,12 @@ def _summary(gaps: pd.DataFrame, upper: pd.Series, in_pool: set[str], sdg_ok: se
             route = f"DROPPED ({why})"
         else:
             route = " + ".join(routes)
+            if lab in pool_enough:
+                route += f" (not synthesised: {pool_enough[lab]} pool rows, at least {below})"
         lines.append(f"{lab:<24}{samples[m].nunique():>8}{int(m.sum()):>6}  {route}")
     lines += ["", f"mining rows: {n_mining}", f"sdg rows: {n_sdg}",
               f"DROPPED labels: {', '.join(dropped) or '-'}"]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["pool_labels", "run_routing"]
+__all__ = ["pool_label_counts", "run_routing"]

@@ -101,3 +101,17 @@ def test_rerun_replaces_outputs(tmp_path):
     ev = run_routing(_gaps(tmp_path, ["bridge"]), None, out, supported_labels={"BRIDGE"})
     assert not (out / "stale.parquet").exists()
     assert set(pd.read_parquet(ev["routing_anomalygen_parquet"])["label"]) == {"bridge"}
+
+
+def test_labels_the_pool_holds_enough_of_are_mined_not_synthesised(tmp_path):
+    gaps = _gaps(tmp_path, ["bridge", "missing", "polarity"])
+    pool = _pool(tmp_path, ["bridge"] * 3 + ["missing"] * 2 + ["PASS"] * 4)  # no polarity row
+    out = tmp_path / "routing" / "T1"
+    ev = run_routing(gaps, pool, out, supported_labels={"BRIDGE", "MISSING", "POLARITY"}, synthesise_below_pool_rows=3)
+    assert set(pd.read_parquet(ev["routing_mining_parquet"])["label"]) == {"bridge", "missing"}
+    assert set(pd.read_parquet(ev["routing_anomalygen_parquet"])["label"]) == {"missing", "polarity"}
+    summary = (out / "routing_summary.txt").read_text()
+    assert "MINING (not synthesised: 3 pool rows, at least 3)" in summary
+    # without the threshold every supported label is synthesised, however many pool rows it has
+    ev = run_routing(gaps, pool, tmp_path / "r2", supported_labels={"BRIDGE", "MISSING", "POLARITY"})
+    assert set(pd.read_parquet(ev["routing_anomalygen_parquet"])["label"]) == {"bridge", "missing", "polarity"}

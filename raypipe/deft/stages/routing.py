@@ -38,8 +38,10 @@ class RoutingStage(Stage):
         previous = iteration_label(iteration_number(label) - 1)
         gaps = state["iterations"][previous]["rca_gaps_parquet"]
         out = ctx.fresh_attempt_dir(ctx.rd.iteration(label).routing_root)
+        sdg = ctx.cfg.phase2.sdg
         return ctx.run_task(f"{label}/routing", self.resources, run_routing, Path(gaps), ctx.inputs.pool_csv, out,
-                            supported_labels=sdg_backend(ctx.cfg.phase2.sdg).supported_labels())
+                            supported_labels=sdg_backend(sdg).supported_labels(),
+                            synthesise_below_pool_rows=sdg.synthesise_below_pool_rows)
 
     def check(self, state: Mapping[str, Any], label: str, evidence: dict[str, Any]) -> None:
         for key in ("routing_mining_parquet", "routing_anomalygen_parquet"):
