@@ -71,11 +71,11 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     upper = gaps["label"].astype(str).str.strip().str.upper()
     pool_counts, pool_problem = pool_label_counts(pool_csv)
     in_pool = set(pool_counts)
-    sdg_ok = {str(s).strip().upper() for s in supported_labels} - {"PASS"}
+    supported = {str(s).strip().upper() for s in supported_labels} - {"PASS"}
     pool_enough: dict[str, int] = {}
     if synthesise_below_pool_rows is not None:
-        pool_enough = {lab: n for lab, n in pool_counts.items() if lab in sdg_ok and n >= synthesise_below_pool_rows}
-        sdg_ok -= set(pool_enough)
+        pool_enough = {lab: n for lab, n in pool_counts.items() if lab in supported and n >= synthesise_below_pool_rows}
+    sdg_ok = supported - set(pool_enough)
 
     to_mining = upper.isin(in_pool)
     to_sdg = upper.isin(sdg_ok)
@@ -84,7 +84,7 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
     mining_path = write_parquet(mining, out.mining_gaps)
     sdg_path = write_parquet(sdg, out.anomalygen_gaps)
 
-    summary = _summary(gaps, upper, in_pool, sdg_ok, pool_csv, pool_problem, len(mining), len(sdg),
+    summary = _summary(gaps, upper, in_pool, supported, pool_csv, pool_problem, len(mining), len(sdg),
                        pool_enough, synthesise_below_pool_rows)
     atomic_write_text(out.summary, summary)
     if pool_problem:
@@ -98,19 +98,22 @@ def run_routing(gaps_parquet: Path, pool_csv: Path | None, out_dir: Path, *,
             "routing_summary": str(out.summary.resolve())}
 
 
-def _summary(gaps: pd.DataFrame, upper: pd.Series, in_pool: set[str], sdg_ok: set[str],
+def _summary(gaps: pd.DataFrame, upper: pd.Series, in_pool: set[str], supported: set[str],
              pool_csv: Path | None, pool_problem: str | None, n_mining: int, n_sdg: int,
              pool_enough: dict[str, int], below: int | None) -> str:
     samples = sample_key(gaps) if not gaps.empty else pd.Series([], dtype=str)
     lines = [f"pool: {pool_csv if pool_csv is not None else '-'}"
              + (f"  [POOL UNUSABLE: {pool_problem}; mining subset empty]" if pool_problem else ""),
              f"pool labels: {', '.join(sorted(in_pool)) or '-'}",
-             f"sdg supported labels: {', '.join(sorted(sdg_ok)) or '-'}", "",
+             f"sdg supported labels: {', '.join(sorted(supported)) or '-'}",
+             "sdg only for labels with fewer pool rows than: " + (str(below) if below is not None else "- (every one)"),
+             "",
              f"{'label':<24}{'samples':>8}{'rows':>6}  route"]
     dropped: list[str] = []
     for lab in sorted(set(upper)):
         m = (upper == lab).to_numpy()
-        routes = [name for name, ok in (("MINING", lab in in_pool), ("SDG", lab in sdg_ok)) if ok]
+        routes = [name for name, ok in (("MINING", lab in in_pool), ("SDG", lab in supported - set(pool_enough)))
+                  if ok]
         if not routes:
             dropped.append(lab)
             why = "PASS cannot be synthesised" if lab == "PASS" else "no recipe"
