@@ -107,6 +107,7 @@ class TrialTimes:
     done: list[float] = field(default_factory=list)  # seconds of each finished trial
     running: list[float] = field(default_factory=list)  # seconds so far of each unfinished one
     best: float | None = None  # the best ``score`` reported so far
+    epoch_s: list[float] = field(default_factory=list)  # seconds per epoch of each trial that reported one
 
     def trial_s(self, fallback: float | None) -> float | None:
         if self.done:
@@ -130,6 +131,8 @@ def trial_times(sweep: SweepDir, planned: int, epochs: int, now: float) -> Trial
             out.running.append(max(0.0, now - trial.stat().st_mtime))
             continue
         last = results[-1]
+        if int(last.get("epoch", 0) or 0) > 0:
+            out.epoch_s.append(float(last.get("time_total_s", 0.0)) / int(last["epoch"]))
         score = last.get("score")
         if isinstance(score, (int, float)) and math.isfinite(score):
             out.best = score if out.best is None else min(out.best, score)
@@ -144,13 +147,7 @@ def trial_times(sweep: SweepDir, planned: int, epochs: int, now: float) -> Trial
 
 def epoch_seconds(sweep: SweepDir) -> list[float]:
     """Seconds per epoch of each trial of ``sweep`` that reported an epoch (its time so far ÷ its epochs)."""
-    out = []
-    for trial in sorted((sweep.path / sweep.name).glob("trial_*")):
-        results = _result_lines(trial / "result.json")
-        epochs = int(results[-1].get("epoch", 0) or 0) if results else 0
-        if epochs > 0:
-            out.append(float(results[-1].get("time_total_s", 0.0)) / epochs)
-    return out
+    return trial_times(sweep, planned=0, epochs=1, now=time.time()).epoch_s
 
 
 def _result_lines(path: Path) -> list[dict[str, Any]]:

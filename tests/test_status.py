@@ -13,7 +13,7 @@ from raypipe._lock import WorkspaceLock
 from raypipe.budget import CostModel, Knobs, Timing, Workload
 from raypipe.metrics import MetricContract
 from raypipe.rundir import RunDir
-from raypipe.status import main, render, snapshot, stage_line
+from raypipe.status import epoch_seconds, main, render, snapshot, stage_line
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
 
@@ -129,3 +129,16 @@ def test_a_run_nobody_holds_the_lock_for_says_how_to_resume(tmp_path: Path) -> N
     assert held.status == "running" and held.holder is not None and not held.notes
     stopped = snapshot(rd.root, now=T0 + 145)  # the lock file stays; nobody holds it
     assert stopped.status == "in progress" and any("--resume" in n for n in stopped.notes)
+
+
+def test_epoch_seconds_per_trial_from_its_result_file(tmp_path: Path) -> None:
+    # What Phase 3's time-budget re-plan times its trials by: each trial's time so far ÷ its epochs.
+    sweep = RunDir(tmp_path).sweep("phase1")
+    lines = {"trial_a": [{"epoch": 1, "time_total_s": 12.0}, {"epoch": 3, "time_total_s": 30.0}],
+             "trial_b": [{"epoch": 2, "time_total_s": 16.0, "done": True}],
+             "trial_c": []}  # started, no epoch reported yet: no measurement
+    for name, results in lines.items():
+        d = sweep.path / sweep.name / name
+        d.mkdir(parents=True)
+        (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
+    assert epoch_seconds(sweep) == [10.0, 8.0]

@@ -11,7 +11,7 @@ Why it looks the way it does:
   mining pool, and present in validation, KPI and test: the Phase 1 model misses them (high FAR at
   100 % recall), while the training set plus the pool's rows of those kinds reaches about 0 %.
 - The pool is PASS-heavy (each rare kind about 1 % of it), yet small for a production line: the
-  loop's ~450 added rows drawn at random instead carry about 10 rare rows, and a warm-started
+  loop's ~325 added rows drawn at random instead carry about 7 rare rows, and a warm-started
   fine-tune learns the kinds from that few (measured: test FAR 0 % on 3 seeds, as the loop's). With
   a production-like pool (``benchmarks/deft_gain.py --pool-pass 12000``) random rows stop working.
 - Boards are the unit of a split (every board lands in exactly one CSV) and every row has its own
